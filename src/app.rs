@@ -1,0 +1,207 @@
+//! Serving: the tonic server with UserService, health and reflection on one
+//! port; the start-up task that connects to Redis; the monitor that keeps
+//! health in step with Redis; and graceful shutdown. Tests and `main` both
+//! enter through [`run`].
+
+use std::{future::Future, time::Duration};
+
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    config::{Config, RedisConfig},
+    pb::{self, user::v1::user_service_server::UserServiceServer},
+    service::UserApi,
+    store::{
+        UserStore,
+        conn::{self, ConnectError},
+    },
+};
+
+/// Largest request or response message accepted. Large enough that a
+/// 1 MiB name reaches validation (INVALID_ARGUMENT, the caller learns which
+/// field), small enough to bound memory per call.
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Name of the user service in health checks.
+const USER_SERVICE_NAME: &str = "user.v1.UserService";
+
+/// How often health re-checks Redis.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Redis refused what retrying cannot fix (credentials, configuration).
+    #[error(transparent)]
+    Redis(#[from] ConnectError),
+    /// The server failed.
+    #[error("gRPC server failed: {0}")]
+    Server(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the embedded descriptors.
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains in-flight
+/// calls for up to the configured grace period.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
+    let store = UserStore::new();
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::NotServing).await;
+
+    let (fatal_tx, fatal_rx) = oneshot::channel();
+    let connector = tokio::spawn(connect_until_ready(
+        config.redis.clone(),
+        store.clone(),
+        fatal_tx,
+    ));
+    let monitor = tokio::spawn(monitor_health(
+        store.clone(),
+        reporter.clone(),
+        config.redis.timeout,
+    ));
+
+    let api = UserApi::new(
+        store,
+        config.ttl,
+        config.redis.timeout,
+        config.max_concurrent_calls,
+    );
+    let user_service = UserServiceServer::new(api)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // Small request/response pairs: without NODELAY, Nagle adds up to 40 ms per call.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = Server::builder()
+        // Backstop only: handlers answer within their Redis budget long before this.
+        .timeout(config.redis.timeout + Duration::from_secs(30))
+        .add_service(user_service)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+
+    let result = tokio::select! {
+        result = &mut server => result.map_err(AppError::from),
+        Ok(fatal) = fatal_rx => Err(AppError::Redis(fatal)),
+        () = shutdown => {
+            tracing::info!(grace = ?config.shutdown_grace, "shutting down: health NOT_SERVING, draining in-flight calls");
+            monitor.abort();
+            set_health(&reporter, ServingStatus::NotServing).await;
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+                Ok(result) => result.map_err(AppError::from),
+                Err(_) => {
+                    tracing::warn!("grace period over; dropping calls still in flight");
+                    Ok(())
+                }
+            }
+        }
+    };
+    connector.abort();
+    monitor.abort();
+    result
+}
+
+/// Reflection over our proto, health, and google.rpc error details (so
+/// grpcurl can print the BadRequest detail of an INVALID_ARGUMENT).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Sets the overall and UserService health status together.
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(USER_SERVICE_NAME, status).await;
+}
+
+/// Connects with capped exponential backoff, logging each failure; reports
+/// an error that retrying cannot fix through `fatal`.
+async fn connect_until_ready(
+    config: RedisConfig,
+    store: UserStore,
+    fatal: oneshot::Sender<ConnectError>,
+) {
+    let target = conn::describe(&config.topology);
+    let mut delay = Duration::from_millis(100);
+    let mut attempt: u32 = 1;
+    loop {
+        match conn::connect(&config).await {
+            Ok(connection) => {
+                store.attach(connection);
+                tracing::info!(redis = %target, attempt, "connected to Redis");
+                return;
+            }
+            Err(err) if err.is_transient() => {
+                tracing::warn!(redis = %target, attempt, retry_in = ?delay, error = %err, "cannot reach Redis yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(err) => {
+                tracing::error!(redis = %target, error = %err, "cannot use Redis; giving up");
+                let _ = fatal.send(err);
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps health in step with Redis, logging each change once.
+async fn monitor_health(store: UserStore, reporter: HealthReporter, timeout: Duration) {
+    let mut serving = false;
+    let mut ticker = tokio::time::interval(HEALTH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if !store.is_attached() {
+            continue;
+        }
+        let ok = match tokio::time::timeout(timeout, store.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                if serving {
+                    tracing::warn!(error = %err, "Redis lost: health NOT_SERVING");
+                }
+                false
+            }
+            Err(_) => {
+                if serving {
+                    tracing::warn!(?timeout, "Redis lost (PING timed out): health NOT_SERVING");
+                }
+                false
+            }
+        };
+        if ok != serving {
+            if ok {
+                tracing::info!("Redis answers: health SERVING");
+            }
+            set_health(
+                &reporter,
+                if ok {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                },
+            )
+            .await;
+            serving = ok;
+        }
+    }
+}

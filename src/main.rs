@@ -1,0 +1,66 @@
+//! The `user-service` binary: parse configuration, set up logging, serve
+//! until SIGTERM/SIGINT; or, with `health`, probe a running server. Exit
+//! codes are decided here and nowhere else.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use tonic_health::pb::health_check_response::ServingStatus;
+use user_service::{
+    app,
+    config::{Cli, Command, Config, ServeArgs, default_health_addr},
+    probe, signal, telemetry,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Health(args)) => {
+            let addr = args
+                .addr
+                .unwrap_or_else(|| default_health_addr(&cli.serve.listen_addr));
+            health(&addr, Duration::from_secs(args.timeout)).await
+        }
+        None => serve(cli.serve).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("user-service: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::from_args(&args)?;
+    telemetry::init(config.log_format, &config.log_filter)?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "listening");
+    let shutdown = async {
+        match signal::shutdown_signal().await {
+            Ok(name) => tracing::info!(signal = name, "stop requested"),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot install signal handlers; stop with SIGKILL");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    app::run(config, listener, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn health(addr: &str, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let status = probe::check(addr, timeout).await?;
+    println!("{}", status.as_str_name());
+    Ok(if status == ServingStatus::Serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

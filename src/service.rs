@@ -1,0 +1,232 @@
+//! The `user.v1.UserService` implementation: admit the call, validate the
+//! request into domain types, call the store inside the call's time budget,
+//! and turn the outcome into a response. It never builds Redis commands.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::{
+    domain::{self, NewUser, TtlPolicy},
+    error::ServiceError,
+    pb::user::v1::{
+        CreateUserRequest, CreateUserResponse, GetUserRequest, GetUserResponse, User,
+        user_service_server::UserService,
+    },
+    store::{CreateOutcome, UserStore},
+};
+
+/// Time kept back from the caller's deadline so our answer reaches it before it gives up.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// The UserService handler; cheap to clone.
+#[derive(Clone)]
+pub struct UserApi {
+    store: UserStore,
+    ttl: TtlPolicy,
+    redis_timeout: Duration,
+    // A semaphore rather than a server-wide tower limit so that health and
+    // reflection still answer while UserService is saturated.
+    slots: Arc<Semaphore>,
+}
+
+/// How long a call may spend on Redis, and which limit that is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Budget {
+    limit: Duration,
+    set_by_caller: bool,
+}
+
+impl Budget {
+    /// The smaller of the service's Redis budget and the caller's `grpc-timeout`.
+    fn for_request<T>(request: &Request<T>, redis_timeout: Duration) -> Self {
+        let caller = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|t| t.saturating_sub(DEADLINE_MARGIN.min(t / 10)));
+        match caller {
+            Some(caller) if caller < redis_timeout => Self {
+                limit: caller,
+                set_by_caller: true,
+            },
+            _ => Self {
+                limit: redis_timeout,
+                set_by_caller: false,
+            },
+        }
+    }
+
+    /// Runs `work` within the budget.
+    async fn run<T, E>(self, work: impl Future<Output = Result<T, E>>) -> Result<T, ServiceError>
+    where
+        ServiceError: From<E>,
+    {
+        match tokio::time::timeout(self.limit, work).await {
+            Ok(result) => result.map_err(ServiceError::from),
+            Err(_) if self.set_by_caller => Err(ServiceError::DeadlineExceeded),
+            Err(_) => Err(ServiceError::RedisTimeout),
+        }
+    }
+}
+
+/// Parses a gRPC `grpc-timeout` header value: up to 8 digits and a unit (H M S m u n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if !value.is_ascii() {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+impl UserApi {
+    /// A handler over `store` with the given expiry policy, Redis budget and concurrency limit.
+    pub fn new(
+        store: UserStore,
+        ttl: TtlPolicy,
+        redis_timeout: Duration,
+        max_concurrent: usize,
+    ) -> Self {
+        Self {
+            store,
+            ttl,
+            redis_timeout,
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+        }
+    }
+
+    /// Runs one call: admission, a span with method, user id, status and latency.
+    async fn call<T>(
+        &self,
+        method: &'static str,
+        id: &str,
+        work: impl Future<Output = Result<T, ServiceError>>,
+    ) -> Result<Response<T>, Status> {
+        // Ids are logged escaped: a hostile id must not forge log lines.
+        let span = tracing::debug_span!("rpc", method, user.id = %id.escape_debug());
+        async {
+            let started = std::time::Instant::now();
+            let result = match self.slots.try_acquire() {
+                Ok(_permit) => work.await,
+                Err(_) => Err(ServiceError::Overloaded),
+            };
+            let result = result.map(Response::new).map_err(Status::from);
+            let code = match &result {
+                Ok(_) => tonic::Code::Ok,
+                Err(status) => status.code(),
+            };
+            tracing::debug!(code = ?code, latency_us = started.elapsed().as_micros() as u64, "call done");
+            result
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for UserApi {
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<CreateUserResponse>, Status> {
+        let budget = Budget::for_request(&request, self.redis_timeout);
+        let req = request.into_inner();
+        self.call("CreateUser", &req.id, async {
+            let user = NewUser::parse(&req.id, &req.name, &req.email, req.ttl_seconds, self.ttl)?;
+            match budget.run(self.store.create(&user)).await? {
+                CreateOutcome::AlreadyExists => Err(ServiceError::AlreadyExists),
+                CreateOutcome::Created { expires_at } => Ok(CreateUserResponse {
+                    user: Some(User {
+                        id: user.id.as_str().to_owned(),
+                        name: user.name,
+                        email: user.email,
+                    }),
+                    expire_time: Some(expires_at.into()),
+                    ttl_seconds: user.ttl_seconds,
+                }),
+            }
+        })
+        .await
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<GetUserRequest>,
+    ) -> Result<Response<GetUserResponse>, Status> {
+        let budget = Budget::for_request(&request, self.redis_timeout);
+        let req = request.into_inner();
+        self.call("GetUser", &req.id, async {
+            let id = domain::parse_lookup_id(&req.id)?;
+            let stored = budget
+                .run(self.store.get(&id))
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            Ok(GetUserResponse {
+                user: Some(User {
+                    id: stored.id,
+                    name: stored.name,
+                    email: stored.email,
+                }),
+                expire_time: stored.expires_at.map(Into::into),
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("300m"), Some(Duration::from_millis(300)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_grpc_timeout("99999u"),
+            Some(Duration::from_micros(99_999))
+        );
+        for bad in ["", "m", "5x", "123456789S", "-1S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn budget_takes_the_tighter_limit() {
+        let mut request = Request::new(());
+        let redis = Duration::from_secs(1);
+        assert_eq!(
+            Budget::for_request(&request, redis),
+            Budget {
+                limit: redis,
+                set_by_caller: false
+            }
+        );
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "200m".parse().unwrap());
+        let budget = Budget::for_request(&request, redis);
+        assert!(budget.set_by_caller);
+        assert_eq!(budget.limit, Duration::from_millis(195));
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", "5S".parse().unwrap());
+        assert!(!Budget::for_request(&request, redis).set_by_caller);
+    }
+}

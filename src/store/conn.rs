@@ -1,0 +1,191 @@
+//! The Redis connection: standalone or cluster, chosen once from
+//! `config::Topology`, and one `ConnectionLike` above which nobody can tell
+//! which. Also the start-up probe that separates "retry later" from "fatal".
+
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClientBuilder,
+    cluster_async::ClusterConnection,
+};
+use std::time::Duration;
+
+use crate::config::{Credentials, RedisConfig, Topology};
+
+/// A multiplexed connection to a standalone server or a cluster; cheap to clone.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// One server, reconnected in the background by the connection manager.
+    Standalone(ConnectionManager),
+    /// A cluster, slot-routed, following MOVED/ASK and refreshing topology.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Standalone(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Standalone(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Why a connection attempt failed, as start-up needs to know it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Redis rejected or demanded credentials (WRONGPASS, NOAUTH): retrying cannot help.
+    #[error(
+        "Redis authentication failed ({0}); check REDIS_USERNAME and REDIS_PASSWORD / REDIS_PASSWORD_FILE"
+    )]
+    Authentication(#[source] RedisError),
+    /// The configuration cannot work (bad URL, mixed seed credentials): retrying cannot help.
+    #[error("Redis client configuration is invalid: {0}")]
+    Config(#[source] RedisError),
+    /// Redis is not reachable or not ready yet: retry with backoff.
+    #[error("Redis is unreachable: {0}")]
+    Unreachable(#[source] RedisError),
+}
+
+impl ConnectError {
+    /// True when retrying may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable(_))
+    }
+}
+
+/// Sorts a connection-time error into fatal or transient.
+fn classify(err: RedisError) -> ConnectError {
+    if is_auth_error(&err) {
+        ConnectError::Authentication(err)
+    } else if err.kind() == redis::ErrorKind::InvalidClientConfig {
+        ConnectError::Config(err)
+    } else {
+        ConnectError::Unreachable(err)
+    }
+}
+
+/// True for errors that mean the credentials are wrong or missing.
+pub fn is_auth_error(err: &RedisError) -> bool {
+    err.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(err.code(), Some("WRONGPASS" | "NOAUTH"))
+}
+
+/// Connects once (no retries) and checks the server answers PING as our user.
+///
+/// The caller owns the retry loop, so that it can log each failure and give
+/// up at once on credentials.
+pub async fn connect(config: &RedisConfig) -> Result<RedisConn, ConnectError> {
+    let mut conn = match &config.topology {
+        Topology::Standalone { url } => connect_standalone(url, config).await?,
+        Topology::Cluster { nodes } => connect_cluster(nodes, config).await?,
+    };
+    // Cluster connections are lazy per node and NOAUTH only shows on the first command.
+    redis::cmd("PING")
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(classify)?;
+    Ok(conn)
+}
+
+async fn connect_standalone(url: &str, config: &RedisConfig) -> Result<RedisConn, ConnectError> {
+    let info = url.into_connection_info().map_err(ConnectError::Config)?;
+    // The library name would be sent with CLIENT SETINFO, a 7.2+ command that
+    // a least-privilege ACL user loadable on 7.0 cannot be granted.
+    let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+    if let Some(Credentials { username, password }) = &config.credentials {
+        if let Some(username) = username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = password {
+            settings = settings.set_password(password.expose());
+        }
+    }
+    let client = Client::open(info.set_redis_settings(settings)).map_err(ConnectError::Config)?;
+
+    // One direct attempt first: the manager's own retries would hide a wrong
+    // password behind seconds of backoff.
+    let probe_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.timeout));
+    drop(
+        client
+            .get_multiplexed_async_connection_with_config(&probe_config)
+            .await
+            .map_err(classify)?,
+    );
+
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.timeout))
+        // Reconnect quickly after Redis comes back; the backoff stays short
+        // because every waiting call is bounded by its own budget anyway.
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500))
+        .set_number_of_retries(4);
+    let manager = ConnectionManager::new_with_config(client, manager_config)
+        .await
+        .map_err(classify)?;
+    Ok(RedisConn::Standalone(manager))
+}
+
+async fn connect_cluster(
+    nodes: &[String],
+    config: &RedisConfig,
+) -> Result<RedisConn, ConnectError> {
+    let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.timeout)
+        // Retries (MOVED/ASK, TRYAGAIN, CLUSTERDOWN during failover) all fit
+        // inside one call's budget, which also caps them from above.
+        .overall_response_timeout(Some(config.timeout))
+        .retries(8)
+        .min_retry_wait(20)
+        .max_retry_wait(250);
+    if let Some(Credentials { username, password }) = &config.credentials {
+        if let Some(username) = username {
+            builder = builder.username(username);
+        }
+        if let Some(password) = password {
+            builder = builder.password(password.expose());
+        }
+    }
+    let client = builder.build().map_err(ConnectError::Config)?;
+    let conn = client.get_async_connection().await.map_err(classify)?;
+    Ok(RedisConn::Cluster(conn))
+}
+
+/// Where the service connects, without credentials, for log lines.
+pub fn describe(topology: &Topology) -> String {
+    fn addr(url: &str) -> String {
+        url.into_connection_info()
+            .map(|info| info.addr().to_string())
+            .unwrap_or_else(|_| "<invalid url>".to_owned())
+    }
+    match topology {
+        Topology::Standalone { url } => format!("standalone {}", addr(url)),
+        Topology::Cluster { nodes } => format!(
+            "cluster seeds {}",
+            nodes.iter().map(|n| addr(n)).collect::<Vec<_>>().join(",")
+        ),
+    }
+}
