@@ -1,0 +1,363 @@
+//! `loadgen`: a gRPC load generator for user-service. N concurrent callers
+//! share M HTTP/2 connections and call GetUser, CreateUser (unique ids) or a
+//! mix, for a duration or a number of calls, each with a deadline. Prints
+//! throughput, latency percentiles and counts per status code; exits 1 when
+//! any call ended in a code not allowed by `--allow`. It talks only to
+//! `--addr` and stops by itself.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use tonic::{Code, transport::Endpoint};
+use user_service::pb::user::v1::{
+    CreateUserRequest, GetUserRequest, user_service_client::UserServiceClient,
+};
+
+/// Which RPCs to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// GetUser of ids created before the run (see --preload).
+    Get,
+    /// CreateUser with a unique id per call.
+    Create,
+    /// Both; --get-percent of calls are GetUser.
+    Mix,
+}
+
+/// Command line of the load generator.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", about = "gRPC load generator for user-service")]
+struct Args {
+    /// Server address, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Concurrent callers.
+    #[arg(long, short = 'c', default_value_t = 32)]
+    concurrency: usize,
+    /// HTTP/2 connections the callers share.
+    #[arg(long, short = 'm', default_value_t = 4)]
+    connections: usize,
+    /// Run for this many seconds (ignored when --requests is set).
+    #[arg(long, short = 'd', default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many calls in total.
+    #[arg(long, short = 'n')]
+    requests: Option<u64>,
+    /// What to call.
+    #[arg(long, value_enum, default_value_t = Mode::Get)]
+    mode: Mode,
+    /// Percentage of GetUser calls in --mode mix.
+    #[arg(long, default_value_t = 50)]
+    get_percent: u8,
+    /// Per-call deadline in milliseconds (sent as grpc-timeout).
+    #[arg(long, default_value_t = 1000)]
+    deadline_ms: u64,
+    /// Users created before a get/mix run for GetUser to read.
+    #[arg(long, default_value_t = 1000)]
+    preload: u64,
+    /// ttl_seconds of created users.
+    #[arg(long, default_value_t = 600)]
+    ttl: u32,
+    /// Prefix of generated ids (default: a per-run prefix, so runs never collide).
+    #[arg(long)]
+    id_prefix: Option<String>,
+    /// Status codes that do not count as failures, comma-separated (e.g. Unavailable,DeadlineExceeded).
+    #[arg(long, value_delimiter = ',')]
+    allow: Vec<String>,
+    /// Write every call as `id,method,code,start_unix_us,end_unix_us` to this file.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Print the summary as one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One finished call.
+struct Call {
+    id: u64,
+    get: bool,
+    code: Code,
+    start_us: u64,
+    end_us: u64,
+}
+
+/// Shared run state: the call counter that hands out ids and stops the run.
+struct Plan {
+    next: AtomicU64,
+    limit: Option<u64>,
+    until: Instant,
+}
+
+impl Plan {
+    /// The next call's sequence number, or `None` when the run is over.
+    fn take(&self) -> Option<u64> {
+        if Instant::now() >= self.until {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        match self.limit {
+            Some(limit) if n >= limit => None,
+            _ => Some(n),
+        }
+    }
+}
+
+fn unix_us(epoch: (Instant, u64), at: Instant) -> u64 {
+    epoch.1 + at.duration_since(epoch.0).as_micros() as u64
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.concurrency == 0 || args.connections == 0 {
+        bail!("--concurrency and --connections must be at least 1");
+    }
+    let allowed: Vec<Code> = args
+        .allow
+        .iter()
+        .map(|name| parse_code(name).with_context(|| format!("unknown status code {name:?}")))
+        .collect::<anyhow::Result<_>>()?;
+    let prefix = args.id_prefix.clone().unwrap_or_else(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("lg{:x}", nanos & 0xffff_ffff_ffff)
+    });
+
+    let endpoint = Endpoint::from_shared(format!("http://{}", args.addr))
+        .context("invalid --addr")?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(3));
+    let mut clients = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {}", args.addr))?;
+        clients.push(UserServiceClient::new(channel));
+    }
+
+    let deadline = Duration::from_millis(args.deadline_ms);
+    if args.mode != Mode::Create && args.preload > 0 {
+        preload(&clients[0], &prefix, args.preload, args.ttl, deadline).await?;
+    }
+
+    let epoch = (
+        Instant::now(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .context("clock before 1970")?
+            .as_micros() as u64,
+    );
+    let started = Instant::now();
+    let plan = Arc::new(Plan {
+        next: AtomicU64::new(0),
+        limit: args.requests,
+        until: if args.requests.is_some() {
+            started + Duration::from_secs(24 * 3600)
+        } else {
+            started + Duration::from_secs_f64(args.duration)
+        },
+    });
+    let record = args.record.is_some();
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for worker in 0..args.concurrency {
+        let mut client = clients[worker % clients.len()].clone();
+        let plan = plan.clone();
+        let prefix = prefix.clone();
+        let (mode, get_percent, preloaded, ttl) =
+            (args.mode, args.get_percent, args.preload, args.ttl);
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut codes: BTreeMap<i32, u64> = BTreeMap::new();
+            let mut calls = Vec::new();
+            while let Some(n) = plan.take() {
+                let get = match mode {
+                    Mode::Get => true,
+                    Mode::Create => false,
+                    Mode::Mix => (n % 100) < u64::from(get_percent),
+                };
+                let t0 = Instant::now();
+                let (id, code) = if get && preloaded > 0 {
+                    let id = n % preloaded;
+                    let mut request = tonic::Request::new(GetUserRequest {
+                        id: format!("{prefix}-p{id}"),
+                    });
+                    request.set_timeout(deadline);
+                    (id, code_of(client.get_user(request).await))
+                } else {
+                    let mut request = tonic::Request::new(CreateUserRequest {
+                        id: format!("{prefix}-{n}"),
+                        name: format!("Load Test {n}"),
+                        email: format!("user{n}@example.com"),
+                        ttl_seconds: Some(ttl),
+                    });
+                    request.set_timeout(deadline);
+                    (n, code_of(client.create_user(request).await))
+                };
+                let t1 = Instant::now();
+                latencies.push(t1.duration_since(t0).as_micros() as u32);
+                *codes.entry(code as i32).or_default() += 1;
+                if record {
+                    calls.push(Call {
+                        id,
+                        get,
+                        code,
+                        start_us: unix_us(epoch, t0),
+                        end_us: unix_us(epoch, t1),
+                    });
+                }
+            }
+            (latencies, codes, calls)
+        }));
+    }
+
+    let mut latencies = Vec::new();
+    let mut codes: BTreeMap<i32, u64> = BTreeMap::new();
+    let mut calls = Vec::new();
+    for worker in workers {
+        let (l, c, r) = worker.await.context("a caller panicked")?;
+        latencies.extend(l);
+        for (code, count) in c {
+            *codes.entry(code).or_default() += count;
+        }
+        calls.extend(r);
+    }
+    let elapsed = started.elapsed();
+
+    if let Some(path) = &args.record {
+        write_record(path, &prefix, &calls)?;
+    }
+
+    latencies.sort_unstable();
+    let total = latencies.len() as u64;
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        f64::from(latencies[rank.clamp(1, latencies.len()) - 1]) / 1000.0
+    };
+    let rate = total as f64 / elapsed.as_secs_f64();
+    let failed: u64 = codes
+        .iter()
+        .filter(|(code, _)| {
+            let code = Code::from_i32(**code);
+            code != Code::Ok && !allowed.contains(&code)
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let code_list: Vec<(String, u64)> = codes
+        .iter()
+        .map(|(code, n)| (format!("{:?}", Code::from_i32(*code)), *n))
+        .collect();
+
+    if args.json {
+        let codes_json: serde_json::Map<String, serde_json::Value> = code_list
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "calls": total, "seconds": elapsed.as_secs_f64(), "rate": rate,
+                "p50_ms": pct(50.0), "p90_ms": pct(90.0), "p99_ms": pct(99.0), "p999_ms": pct(99.9),
+                "codes": codes_json, "failed": failed, "id_prefix": prefix,
+            })
+        );
+    } else {
+        println!(
+            "calls {total} in {:.2}s: {rate:.0}/s  (mode {:?}, {} callers over {} connections)",
+            elapsed.as_secs_f64(),
+            args.mode,
+            args.concurrency,
+            args.connections
+        );
+        println!(
+            "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}",
+            pct(50.0),
+            pct(90.0),
+            pct(99.0),
+            pct(99.9)
+        );
+        let listed: Vec<String> = code_list.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("codes: {}", listed.join(", "));
+        println!("id prefix: {prefix}");
+    }
+    if failed > 0 {
+        eprintln!("loadgen: {failed} calls failed with a code not allowed by --allow");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Creates the users a GetUser run reads.
+async fn preload(
+    client: &UserServiceClient<tonic::transport::Channel>,
+    prefix: &str,
+    count: u64,
+    ttl: u32,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let mut client = client.clone();
+    for n in 0..count {
+        let mut request = tonic::Request::new(CreateUserRequest {
+            id: format!("{prefix}-p{n}"),
+            name: format!("Preloaded {n}"),
+            email: format!("pre{n}@example.com"),
+            ttl_seconds: Some(ttl),
+        });
+        request.set_timeout(deadline);
+        match client.create_user(request).await {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::AlreadyExists => {}
+            Err(status) => bail!("preloading user {n} failed: {status}"),
+        }
+    }
+    Ok(())
+}
+
+fn code_of<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Code {
+    match result {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+fn parse_code(name: &str) -> Option<Code> {
+    (0..=16)
+        .map(Code::from_i32)
+        .find(|code| format!("{code:?}").eq_ignore_ascii_case(name.trim()))
+}
+
+fn write_record(path: &PathBuf, prefix: &str, calls: &[Call]) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "id,method,code,start_unix_us,end_unix_us")?;
+    for call in calls {
+        let (id, method) = if call.get {
+            (format!("{prefix}-p{}", call.id), "GetUser")
+        } else {
+            (format!("{prefix}-{}", call.id), "CreateUser")
+        };
+        writeln!(
+            out,
+            "{id},{method},{:?},{},{}",
+            call.code, call.start_us, call.end_us
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
