@@ -6,13 +6,16 @@
 use std::{future::Future, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::{Config, RedisConfig},
     pb::{self, user::v1::user_service_server::UserServiceServer},
-    service::UserApi,
+    service::{self, UserApi},
     store::{
         UserStore,
         conn::{self, ConnectError},
@@ -73,9 +76,12 @@ pub async fn run(
         config.redis.timeout,
         config.max_concurrent_calls,
     );
-    let user_service = UserServiceServer::new(api)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let user_service = InterceptedService::new(
+        UserServiceServer::new(api)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        service::stamp_arrival,
+    );
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 

@@ -2,7 +2,11 @@
 //! request into domain types, call the store inside the call's time budget,
 //! and turn the outcome into a response. It never builds Redis commands.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
@@ -32,16 +36,36 @@ pub struct UserApi {
     slots: Arc<Semaphore>,
 }
 
-/// How long a call may spend on Redis, and which limit that is.
+/// When a request reached the service, stamped by [`stamp_arrival`].
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(Instant);
+
+/// Interceptor that records when a call arrived.
+///
+/// It runs in the same synchronous `call` in which tonic starts its own
+/// `grpc-timeout` timer, so budgets measured from here end just before
+/// tonic's timer would answer CANCELLED; measuring from the handler's
+/// start instead loses the time the request waited to be scheduled.
+pub fn stamp_arrival(mut request: Request<()>) -> Result<Request<()>, Status> {
+    request.extensions_mut().insert(Arrival(Instant::now()));
+    Ok(request)
+}
+
+/// Until when a call may spend on Redis, and which limit that is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Budget {
-    limit: Duration,
+    until: Instant,
     set_by_caller: bool,
 }
 
 impl Budget {
-    /// The smaller of the service's Redis budget and the caller's `grpc-timeout`.
+    /// The earlier of the service's Redis budget and the caller's `grpc-timeout`,
+    /// both counted from the call's arrival.
     fn for_request<T>(request: &Request<T>, redis_timeout: Duration) -> Self {
+        let arrival = request
+            .extensions()
+            .get::<Arrival>()
+            .map_or_else(Instant::now, |a| a.0);
         let caller = request
             .metadata()
             .get("grpc-timeout")
@@ -50,11 +74,11 @@ impl Budget {
             .map(|t| t.saturating_sub(DEADLINE_MARGIN.min(t / 10)));
         match caller {
             Some(caller) if caller < redis_timeout => Self {
-                limit: caller,
+                until: arrival + caller,
                 set_by_caller: true,
             },
             _ => Self {
-                limit: redis_timeout,
+                until: arrival + redis_timeout,
                 set_by_caller: false,
             },
         }
@@ -65,7 +89,7 @@ impl Budget {
     where
         ServiceError: From<E>,
     {
-        match tokio::time::timeout(self.limit, work).await {
+        match tokio::time::timeout_at(self.until.into(), work).await {
             Ok(result) => result.map_err(ServiceError::from),
             Err(_) if self.set_by_caller => Err(ServiceError::DeadlineExceeded),
             Err(_) => Err(ServiceError::RedisTimeout),
@@ -208,13 +232,14 @@ mod tests {
     }
 
     #[test]
-    fn budget_takes_the_tighter_limit() {
-        let mut request = Request::new(());
+    fn budget_takes_the_tighter_limit_from_arrival() {
+        let mut request = stamp_arrival(Request::new(())).unwrap();
+        let arrival = request.extensions().get::<Arrival>().unwrap().0;
         let redis = Duration::from_secs(1);
         assert_eq!(
             Budget::for_request(&request, redis),
             Budget {
-                limit: redis,
+                until: arrival + redis,
                 set_by_caller: false
             }
         );
@@ -223,7 +248,7 @@ mod tests {
             .insert("grpc-timeout", "200m".parse().unwrap());
         let budget = Budget::for_request(&request, redis);
         assert!(budget.set_by_caller);
-        assert_eq!(budget.limit, Duration::from_millis(195));
+        assert_eq!(budget.until, arrival + Duration::from_millis(195));
         request
             .metadata_mut()
             .insert("grpc-timeout", "5S".parse().unwrap());

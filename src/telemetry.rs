@@ -1,6 +1,8 @@
 //! Logging set-up: tracing-subscriber writing text or JSON lines to stdout,
 //! filtered by the configured RUST_LOG filter.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::LogFormat;
@@ -28,7 +30,12 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
         filter: filter.to_owned(),
         source,
     })?;
-    let builder = fmt().with_env_filter(env_filter).with_target(true);
+    // Colour codes only help a terminal; in files and `docker logs` they are noise.
+    let ansi = std::io::stdout().is_terminal();
+    let builder = fmt()
+        .with_env_filter(env_filter)
+        .with_target(true)
+        .with_ansi(ansi);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

@@ -1,0 +1,184 @@
+//! Authenticated connections: `requirepass`, an ACL user reading its password
+//! from a file, rejected or missing credentials, and an ACL user lacking a
+//! command the service needs.
+
+use std::{fs, time::Duration};
+
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::support::{
+    RedisServer, Service, ServiceEnv, code_of, get_request, redis_server::ADMIN_PASSWORD,
+    stored_json, user,
+};
+
+const PASSWORD: &str = "s3rvice-Pa55word";
+/// The least-privilege user of the issue: exactly the commands the service
+/// sends in standalone mode (SET NX EX, GET, PTTL, PING).
+const SVC_USER: &str = "user svc on >s3rvice-Pa55word resetkeys ~user:* resetchannels -@all +get +set +pttl +ping +exists";
+/// The same user without `+get`.
+const SVC_USER_WITHOUT_GET: &str =
+    "user svc on >s3rvice-Pa55word resetkeys ~user:* resetchannels -@all +set +pttl +ping +exists";
+/// How long a service may take to give up on rejected credentials.
+const AUTH_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn service_logs_in_with_the_requirepass_password() {
+    // Arrange
+    let redis = RedisServer::builder().requirepass(PASSWORD).start();
+    let env = ServiceEnv::standalone(&redis)
+        .env("REDIS_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "debug");
+    let service = Service::start(env).await;
+    let mut client = service.client();
+
+    // Act
+    client.create_user(user("secured")).await.unwrap();
+    let got = client.get_user(get_request("secured")).await;
+
+    // Assert
+    assert_eq!(code_of(&got), Code::Ok, "{got:?}");
+    assert!(redis.get("user:secured").is_some());
+    assert!(
+        !service.logs().contains(PASSWORD),
+        "the password appears in the logs"
+    );
+}
+
+#[tokio::test]
+async fn acl_user_with_a_password_file_has_all_it_needs() {
+    // Arrange
+    let redis = RedisServer::builder().acl_user(SVC_USER).start();
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("redis_password");
+    fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let env = ServiceEnv::standalone(&redis)
+        .env("REDIS_USERNAME", "svc")
+        .env("REDIS_PASSWORD_FILE", password_file.to_str().unwrap());
+    let service = Service::start(env).await;
+    let mut client = service.client();
+
+    // Act
+    let created = client.create_user(user("least-privilege")).await;
+    let duplicate = client.create_user(user("least-privilege")).await;
+    let got = client.get_user(get_request("least-privilege")).await;
+    let missing = client.get_user(get_request("nobody")).await;
+
+    // Assert
+    assert_eq!(code_of(&created), Code::Ok, "{created:?}");
+    assert_eq!(code_of(&duplicate), Code::AlreadyExists, "{duplicate:?}");
+    assert_eq!(code_of(&got), Code::Ok, "{got:?}");
+    assert_eq!(code_of(&missing), Code::NotFound, "{missing:?}");
+    let stored: serde_json::Value =
+        serde_json::from_str(&redis.get("user:least-privilege").unwrap()).unwrap();
+    let request = user("least-privilege");
+    assert_eq!(
+        stored,
+        stored_json(&request.id, &request.name, &request.email)
+    );
+    assert_eq!(
+        redis.acl_denials(),
+        Vec::<String>::new(),
+        "the service sent commands its ACL user may not run"
+    );
+}
+
+#[tokio::test]
+async fn acl_user_lacking_get_makes_get_user_internal() {
+    // Arrange
+    let redis = RedisServer::builder()
+        .acl_user(SVC_USER_WITHOUT_GET)
+        .start();
+    redis.cli(&[
+        "SET",
+        "user:blocked",
+        r#"{"id":"blocked","name":"Blocked","email":"b@x.io"}"#,
+        "EX",
+        "60",
+    ]);
+    let env = ServiceEnv::standalone(&redis)
+        .env("REDIS_USERNAME", "svc")
+        .env("REDIS_PASSWORD", PASSWORD);
+    let service = Service::start(env).await;
+    let mut client = service.client();
+
+    // Act
+    let result = client.get_user(get_request("blocked")).await;
+
+    // Assert
+    assert_eq!(code_of(&result), Code::Internal, "{result:?}");
+    assert!(
+        redis
+            .acl_denials()
+            .iter()
+            .any(|denial| denial.contains("get")),
+        "Redis refused GET: {:?}",
+        redis.acl_denials()
+    );
+    assert_eq!(service.health().await, ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn wrong_password_exits_non_zero_naming_authentication() {
+    // Arrange
+    let redis = RedisServer::builder().requirepass(PASSWORD).start();
+    let wrong = "not-the-Pa55word";
+    let env = ServiceEnv::standalone(&redis)
+        .env("REDIS_PASSWORD", wrong)
+        .env("RUST_LOG", "debug");
+
+    // Act
+    let service = Service::spawn(env);
+    let status = service.wait_for_exit(AUTH_EXIT_TIMEOUT).await;
+
+    // Assert
+    assert_exited_for_authentication(&service, status);
+    assert!(
+        !service.logs().contains(wrong),
+        "the password appears in the logs"
+    );
+}
+
+#[tokio::test]
+async fn missing_password_exits_non_zero_naming_authentication() {
+    // Arrange
+    let redis = RedisServer::builder().requirepass(PASSWORD).start();
+
+    // Act
+    let service = Service::spawn(ServiceEnv::standalone(&redis));
+    let status = service.wait_for_exit(AUTH_EXIT_TIMEOUT).await;
+
+    // Assert
+    assert_exited_for_authentication(&service, status);
+}
+
+#[tokio::test]
+async fn wrong_acl_user_password_exits_non_zero_naming_authentication() {
+    // Arrange
+    let redis = RedisServer::builder().acl_user(SVC_USER).start();
+    let env = ServiceEnv::standalone(&redis)
+        .env("REDIS_USERNAME", "svc")
+        .env("REDIS_PASSWORD", ADMIN_PASSWORD);
+
+    // Act
+    let service = Service::spawn(env);
+    let status = service.wait_for_exit(AUTH_EXIT_TIMEOUT).await;
+
+    // Assert
+    assert_exited_for_authentication(&service, status);
+    assert!(
+        !service.logs().contains(ADMIN_PASSWORD),
+        "the password appears in the logs"
+    );
+}
+
+fn assert_exited_for_authentication(service: &Service, status: Option<std::process::ExitStatus>) {
+    let status = status.unwrap_or_else(|| {
+        panic!("still running {AUTH_EXIT_TIMEOUT:?} after Redis rejected its credentials")
+    });
+    assert!(!status.success(), "exited with {status}");
+    assert!(
+        service.stderr().to_lowercase().contains("authentication"),
+        "stderr does not mention authentication"
+    );
+}

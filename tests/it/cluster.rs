@@ -1,0 +1,106 @@
+//! Cluster mode against six real nodes (three primaries, three replicas):
+//! users are spread over every primary, the semantics are those of a single
+//! server, and a primary's failover is UNAVAILABLE until the replica takes over.
+
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::support::{RedisCluster, Service, ServiceEnv, code_of, get_request, stored_json, user};
+
+#[tokio::test]
+async fn cluster_spreads_users_over_all_three_primaries() {
+    // Arrange
+    let cluster = RedisCluster::start();
+    let service = Service::start(ServiceEnv::cluster(&cluster)).await;
+    let mut client = service.client();
+    let ids: Vec<String> = (0..30).map(|i| format!("cluster-user-{i}")).collect();
+
+    // Act
+    for id in &ids {
+        client.create_user(user(id)).await.unwrap();
+    }
+
+    // Assert: each user is readable through the service and sits, as JSON,
+    // on the primary that owns its slot.
+    for id in &ids {
+        let got = client.get_user(get_request(id)).await.unwrap().into_inner();
+        assert_eq!(got.user.map(|user| user.id).as_deref(), Some(id.as_str()));
+        let key = format!("user:{id}");
+        let stored = cluster
+            .primary_for(&key)
+            .get(&key)
+            .expect("stored on its primary");
+        let request = user(id);
+        let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(stored, stored_json(id, &request.name, &request.email));
+    }
+    let primaries = cluster.primaries();
+    assert_eq!(primaries.len(), 3);
+    for primary in primaries {
+        assert!(
+            !primary.keys("user:*").is_empty(),
+            "primary {} holds no user",
+            primary.addr()
+        );
+    }
+    let duplicate = client.create_user(user(&ids[0])).await;
+    assert_eq!(code_of(&duplicate), Code::AlreadyExists, "{duplicate:?}");
+    let missing = client.get_user(get_request("not-in-cluster")).await;
+    assert_eq!(code_of(&missing), Code::NotFound, "{missing:?}");
+    let invalid = client.get_user(get_request("not valid")).await;
+    assert_eq!(code_of(&invalid), Code::InvalidArgument, "{invalid:?}");
+}
+
+#[tokio::test]
+async fn cluster_failover_is_unavailable_until_the_replica_takes_over() {
+    // Arrange: a user whose write has reached its primary's replica.
+    let mut cluster = RedisCluster::start();
+    let service = Service::start(ServiceEnv::cluster(&cluster)).await;
+    let mut client = service.client();
+    client.create_user(user("survivor")).await.unwrap();
+    let primary = cluster.primary_for("user:survivor");
+    let replicas_with_write: i64 = primary.query(&["WAIT", "1", "5000"]);
+    assert_eq!(replicas_with_write, 1, "the replica holds user:survivor");
+    let primary_port = primary.port();
+
+    // Act
+    cluster.kill(primary_port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut failures = Vec::new();
+    let recovered = loop {
+        let call = client.get_user(get_request("survivor"));
+        match tokio::time::timeout(Duration::from_secs(10), call).await {
+            Ok(Ok(response)) => break Some(response.into_inner()),
+            Ok(Err(status)) => failures.push(status),
+            Err(_) => panic!("GetUser hung for 10 s during the failover"),
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Assert
+    let recovered = recovered.unwrap_or_else(|| {
+        panic!(
+            "GetUser did not recover within 30 s; last errors: {:?}",
+            failures.last()
+        )
+    });
+    assert_eq!(
+        recovered.user.map(|user| user.id).as_deref(),
+        Some("survivor")
+    );
+    let not_unavailable: Vec<_> = failures
+        .iter()
+        .filter(|status| status.code() != Code::Unavailable)
+        .collect();
+    assert!(
+        not_unavailable.is_empty(),
+        "mid-failover answers must be UNAVAILABLE: {not_unavailable:?}"
+    );
+    client.create_user(user("after-failover")).await.unwrap();
+    service.wait_for_health(ServingStatus::Serving).await;
+}

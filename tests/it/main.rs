@@ -1,0 +1,14 @@
+//! Integration tests of the `user-service` binary against real Redis
+//! processes (one server, or a six-node cluster) on free loopback ports.
+//! `support` holds the fixtures; every other module covers one feature.
+
+mod support;
+
+mod auth;
+mod cluster;
+mod grpcurl;
+mod redis_outage;
+mod reflection;
+mod standalone;
+mod startup;
+mod validation;

@@ -1,0 +1,186 @@
+//! Redis frozen (SIGSTOP), killed, or not there yet: calls answer UNAVAILABLE
+//! or DEADLINE_EXCEEDED promptly, health follows Redis, and the service
+//! recovers without a restart.
+
+use std::time::{Duration, Instant};
+
+use tonic::{Code, Request};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::support::{
+    RedisServer, Service, ServiceEnv, code_of, eventually, free_port, get_request, user,
+};
+
+/// Upper bound for an answer while Redis is frozen, with the default 1 s
+/// Redis budget; generous so a loaded machine does not fail the test.
+const PROMPT: Duration = Duration::from_secs(5);
+/// Upper bound for health to notice Redis going away or coming back (the
+/// background check runs about every second).
+const HEALTH_FOLLOWS: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn frozen_redis_makes_calls_unavailable_until_it_thaws() {
+    // Arrange
+    let redis = RedisServer::start();
+    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let mut client = service.client();
+    client.create_user(user("before-freeze")).await.unwrap();
+
+    // Act
+    redis.stop();
+    let during_get =
+        tokio::time::timeout(PROMPT, client.get_user(get_request("before-freeze"))).await;
+    let during_create =
+        tokio::time::timeout(PROMPT, client.create_user(user("during-freeze"))).await;
+    redis.cont();
+
+    // Assert
+    let during_get = during_get.expect("GetUser answered while Redis is frozen");
+    let during_create = during_create.expect("CreateUser answered while Redis is frozen");
+    assert_eq!(code_of(&during_get), Code::Unavailable, "{during_get:?}");
+    assert_eq!(
+        code_of(&during_create),
+        Code::Unavailable,
+        "{during_create:?}"
+    );
+    eventually(HEALTH_FOLLOWS, "GetUser works again after SIGCONT", || {
+        let mut client = client.clone();
+        async move { client.get_user(get_request("before-freeze")).await.is_ok() }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn short_client_deadline_is_answered_with_deadline_exceeded() {
+    // Arrange: the Redis budget (3 s) is longer than the caller's deadline.
+    let redis = RedisServer::start();
+    let env = ServiceEnv::standalone(&redis).env("REDIS_TIMEOUT_MS", "3000");
+    let service = Service::start(env).await;
+    let mut client = service.client();
+    redis.stop();
+
+    // Act
+    let mut request = Request::new(get_request("anyone"));
+    request.set_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let result = tokio::time::timeout(PROMPT, client.get_user(request)).await;
+    let took = started.elapsed();
+    redis.cont();
+
+    // Assert
+    let result = result.expect("a call with a 300 ms deadline is answered");
+    assert_eq!(code_of(&result), Code::DeadlineExceeded, "{result:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "answered after {took:?}, not near the 300 ms deadline"
+    );
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_redis_is_frozen() {
+    // Arrange
+    let redis = RedisServer::start();
+    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+
+    // Act
+    redis.stop();
+    let frozen = wait_for_health_of_both(&service, ServingStatus::NotServing).await;
+    redis.cont();
+    let thawed = wait_for_health_of_both(&service, ServingStatus::Serving).await;
+
+    // Assert
+    assert!(
+        frozen,
+        "health did not turn NOT_SERVING while Redis was frozen"
+    );
+    assert!(thawed, "health did not return to SERVING after SIGCONT");
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_redis_is_down_and_recovers_when_it_returns() {
+    // Arrange
+    let redis = RedisServer::start();
+    let port = redis.port();
+    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let mut client = service.client();
+
+    // Act
+    drop(redis);
+    let down = wait_for_health_of_both(&service, ServingStatus::NotServing).await;
+    let while_down = tokio::time::timeout(PROMPT, client.create_user(user("while-down"))).await;
+    let redis = RedisServer::builder().port(port).start();
+    let back = wait_for_health_of_both(&service, ServingStatus::Serving).await;
+
+    // Assert
+    assert!(
+        down,
+        "health did not turn NOT_SERVING after Redis was killed"
+    );
+    let while_down = while_down.expect("CreateUser answered while Redis is down");
+    assert_eq!(code_of(&while_down), Code::Unavailable, "{while_down:?}");
+    assert!(
+        back,
+        "health did not return to SERVING after Redis restarted"
+    );
+    client.create_user(user("after-restart")).await.unwrap();
+    assert!(redis.get("user:after-restart").is_some());
+}
+
+#[tokio::test]
+async fn service_started_before_redis_waits_for_it() {
+    // Arrange: nothing listens on the Redis port yet.
+    let port = free_port();
+    let service = Service::spawn(ServiceEnv::standalone_at(port));
+    let mut client = service.client();
+
+    // Act
+    let first_answer = first_health_answer(&service).await;
+    let call_while_absent =
+        tokio::time::timeout(PROMPT, client.get_user(get_request("early"))).await;
+    let redis = RedisServer::builder().port(port).start();
+    service.wait_for_health(ServingStatus::Serving).await;
+
+    // Assert
+    assert_eq!(first_answer, ServingStatus::NotServing);
+    let call_while_absent = call_while_absent.expect("GetUser answered while Redis is absent");
+    assert_eq!(
+        code_of(&call_while_absent),
+        Code::Unavailable,
+        "{call_while_absent:?}"
+    );
+    client.create_user(user("late")).await.unwrap();
+    client.get_user(get_request("late")).await.unwrap();
+    assert!(redis.get("user:late").is_some());
+}
+
+/// Polls until the health of both `""` and `user.v1.UserService` is `want`;
+/// false if that does not happen within [`HEALTH_FOLLOWS`].
+async fn wait_for_health_of_both(service: &Service, want: ServingStatus) -> bool {
+    let deadline = Instant::now() + HEALTH_FOLLOWS;
+    while Instant::now() < deadline {
+        let server = service.try_health_of("").await.ok();
+        let user_service = service.try_health_of("user.v1.UserService").await.ok();
+        if server == Some(want) && user_service == Some(want) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The first answer of the health check (of `""`), polling while the service
+/// is not listening yet.
+async fn first_health_answer(service: &Service) -> ServingStatus {
+    let deadline = Instant::now() + HEALTH_FOLLOWS;
+    loop {
+        assert_eq!(service.exit_status(), None, "user-service exited");
+        if let Ok(status) = service.try_health_of("").await {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no health answer within {HEALTH_FOLLOWS:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

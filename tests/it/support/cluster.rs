@@ -1,0 +1,131 @@
+//! `RedisCluster`: six real `redis-server` nodes formed into a cluster of
+//! three primaries with one replica each, by `redis-cli --cluster create`,
+//! as deploy/cluster does. Nodes are killed when the cluster is dropped.
+
+use std::{
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::{RedisServer, run_with_timeout};
+
+const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts six nodes, forms the cluster and waits until every node reports
+    /// `cluster_state:ok` and every replica is in sync with its primary.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| RedisServer::builder().cluster_node().start())
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(RedisServer::addr))
+            .args(["--cluster-replicas", "1", "--cluster-yes"]);
+        let output = run_with_timeout(&mut create, FORM_TIMEOUT);
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed:\n{}",
+            output.combined()
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_until_healthy();
+        cluster
+    }
+
+    /// `REDIS_CLUSTER_NODES` naming every node.
+    pub fn seed_nodes(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::addr)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes that are primaries now.
+    pub fn primaries(&self) -> Vec<&RedisServer> {
+        self.nodes
+            .iter()
+            .filter(|node| {
+                node.query::<String>(&["INFO", "replication"])
+                    .contains("role:master")
+            })
+            .collect()
+    }
+
+    /// The primary that holds `key`, from `CLUSTER KEYSLOT` and `CLUSTER SLOTS`.
+    pub fn primary_for(&self, key: &str) -> &RedisServer {
+        let any = &self.nodes[0];
+        let slot: i64 = any.query(&["CLUSTER", "KEYSLOT", key]);
+        let ranges: Vec<redis::Value> = any.query(&["CLUSTER", "SLOTS"]);
+        let port = ranges
+            .into_iter()
+            .find_map(|range| slot_range_primary(range, slot))
+            .unwrap_or_else(|| panic!("no primary serves slot {slot} of {key}"));
+        self.nodes
+            .iter()
+            .find(|node| i64::from(node.port()) == port)
+            .unwrap_or_else(|| panic!("slot {slot} is served by unknown port {port}"))
+    }
+
+    /// Kills (SIGKILL) the node on `port`; its replica should take over.
+    pub fn kill(&mut self, port: u16) {
+        self.nodes.retain(|node| node.port() != port);
+    }
+
+    /// Waits until every live node reports `cluster_state:ok` and every
+    /// replica has a live link to its primary.
+    pub fn wait_until_healthy(&self) {
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        loop {
+            let unhealthy: Vec<String> = self
+                .nodes
+                .iter()
+                .filter_map(|node| {
+                    let info: String = node.query(&["CLUSTER", "INFO"]);
+                    let replication: String = node.query(&["INFO", "replication"]);
+                    let ok = info.contains("cluster_state:ok")
+                        && (replication.contains("role:master")
+                            || replication.contains("master_link_status:up"));
+                    (!ok).then(|| format!("{}:\n{info}\n{replication}", node.addr()))
+                })
+                .collect();
+            if unhealthy.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster not healthy within {FORM_TIMEOUT:?}:\n{}",
+                unhealthy.join("\n")
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The primary's port if `range` (one `CLUSTER SLOTS` entry:
+/// `[start, end, [ip, port, id], replicas...]`) covers `slot`.
+fn slot_range_primary(range: redis::Value, slot: i64) -> Option<i64> {
+    let redis::Value::Array(fields) = range else {
+        return None;
+    };
+    match fields.as_slice() {
+        [
+            redis::Value::Int(start),
+            redis::Value::Int(end),
+            redis::Value::Array(primary),
+            ..,
+        ] if (*start..=*end).contains(&slot) => match primary.get(1) {
+            Some(redis::Value::Int(port)) => Some(*port),
+            _ => None,
+        },
+        _ => None,
+    }
+}

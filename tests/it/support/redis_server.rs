@@ -1,0 +1,335 @@
+//! `RedisServer`: a real `redis-server` process on a free loopback port, in its
+//! own temporary directory, with persistence off. It is killed when dropped;
+//! never keep one in a `static` (statics are not dropped).
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tempfile::TempDir;
+
+use super::{free_port, process::run_with_timeout, tools};
+
+/// Password of the `default` user on servers started with ACL users: the
+/// fixture inspects keys as that user while the service logs in as its own.
+pub const ADMIN_PASSWORD: &str = "fixture-admin-pw";
+
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to start a [`RedisServer`].
+#[derive(Default)]
+pub struct RedisServerBuilder {
+    port: Option<u16>,
+    requirepass: Option<String>,
+    acl_users: Vec<String>,
+    cluster_node: bool,
+}
+
+impl RedisServerBuilder {
+    /// Listen on this port instead of a fresh free one (to bring a server
+    /// back where a service expects it).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Protect the `default` user with this password (`--requirepass`).
+    pub fn requirepass(mut self, password: &str) -> Self {
+        self.requirepass = Some(password.to_owned());
+        self
+    }
+
+    /// Add a line such as `user svc on >pw ~user:* -@all +get` to the ACL
+    /// file. The `default` user then has [`ADMIN_PASSWORD`] and every right.
+    pub fn acl_user(mut self, rule: &str) -> Self {
+        self.acl_users.push(rule.to_owned());
+        self
+    }
+
+    /// Start as a cluster node, with its bus on a second free port (the
+    /// default port+10000 can clash with another test's server).
+    pub fn cluster_node(mut self) -> Self {
+        self.cluster_node = true;
+        self
+    }
+
+    /// Starts the server and waits until it answers PING.
+    pub fn start(self) -> RedisServer {
+        tools::require_redis();
+        // A free port can be taken by someone else before redis-server binds
+        // it; then try another one (unless the caller asked for this port).
+        let attempts = if self.port.is_some() { 1 } else { 5 };
+        for _ in 0..attempts {
+            let mut server = self.spawn();
+            match server.wait_until_ready() {
+                Ok(()) => return server,
+                Err(_) if self.port.is_none() && server.log().contains("already in use") => {}
+                Err(err) => {
+                    let (port, log) = (server.port, server.log());
+                    drop(server);
+                    panic!("redis-server on port {port} did not start: {err}\n{log}")
+                }
+            }
+        }
+        panic!("redis-server found no free port in {attempts} attempts")
+    }
+
+    fn spawn(&self) -> RedisServer {
+        let port = self.port.unwrap_or_else(free_port);
+        let dir = tempfile::Builder::new()
+            .prefix("redis-")
+            .tempdir()
+            .expect("create a temp dir for redis-server");
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(dir.path().join("redis.log"));
+
+        let password = if self.acl_users.is_empty() {
+            if let Some(password) = &self.requirepass {
+                command.args(["--requirepass", password]);
+            }
+            self.requirepass.clone()
+        } else {
+            let acl_file = dir.path().join("users.acl");
+            let mut rules = format!("user default on >{ADMIN_PASSWORD} ~* &* +@all\n");
+            for rule in &self.acl_users {
+                rules.push_str(rule);
+                rules.push('\n');
+            }
+            fs::write(&acl_file, rules).expect("write the ACL file");
+            command.arg("--aclfile").arg(acl_file);
+            Some(ADMIN_PASSWORD.to_owned())
+        };
+
+        if self.cluster_node {
+            command
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "2000"])
+                .args(["--cluster-port", &free_port().to_string()]);
+        }
+
+        // Errors before the log file is open (a bad argument) go to stdout.
+        let early = fs::File::create(dir.path().join("stdout.log")).expect("create stdout.log");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(early.try_clone().expect("clone file handle"))
+            .stderr(early)
+            .spawn()
+            .expect("spawn redis-server");
+        RedisServer {
+            child,
+            port,
+            password,
+            dir,
+        }
+    }
+}
+
+/// A running `redis-server`; see the module docs.
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    /// Password of the `default` user, if it has one.
+    password: Option<String>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// A plain server: no password, persistence off.
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    pub fn builder() -> RedisServerBuilder {
+        RedisServerBuilder::default()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`, as in `REDIS_CLUSTER_NODES`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://127.0.0.1:<port>`, without credentials (the service gets
+    /// those from its own variables).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in i32"))
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn stop(&self) {
+        kill(self.pid(), Signal::SIGSTOP).expect("SIGSTOP redis-server");
+    }
+
+    /// Thaws a server frozen by [`stop`](Self::stop) (SIGCONT).
+    pub fn cont(&self) {
+        kill(self.pid(), Signal::SIGCONT).expect("SIGCONT redis-server");
+    }
+
+    /// A client logged in as the `default` user, for inspecting what the
+    /// service stored.
+    pub fn client(&self) -> redis::Client {
+        let url = match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        redis::Client::open(url).expect("valid redis URL")
+    }
+
+    /// Runs one command as the `default` user; panics if Redis refuses it.
+    pub fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut connection = self.connection().expect("connect to redis-server");
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command
+            .query(&mut connection)
+            .unwrap_or_else(|err| panic!("redis {args:?} on port {}: {err}", self.port))
+    }
+
+    /// The stored value of `key` (`GET`).
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.query(&["GET", key])
+    }
+
+    /// Seconds until `key` expires (`TTL`): -1 without expiry, -2 if absent.
+    pub fn ttl(&self, key: &str) -> i64 {
+        self.query(&["TTL", key])
+    }
+
+    /// Number of keys (`DBSIZE`).
+    pub fn dbsize(&self) -> i64 {
+        self.query(&["DBSIZE"])
+    }
+
+    /// Keys matching `pattern` (`KEYS`; fine for a test-sized database).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        self.query(&["KEYS", pattern])
+    }
+
+    /// Password of the `default` user, if it has one.
+    pub fn default_password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// Runs `redis-cli` against this server, as an operator would, and
+    /// returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut command = Command::new("redis-cli");
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(password) = &self.password {
+            command.args(["-a", password, "--no-auth-warning"]);
+        }
+        let output = run_with_timeout(command.args(args), IO_TIMEOUT);
+        assert!(
+            output.status.success(),
+            "redis-cli {args:?} failed: {}",
+            output.combined()
+        );
+        output.stdout
+    }
+
+    /// Commands Redis refused because of ACL rules (`ACL LOG`), as
+    /// "username: reason object" lines.
+    pub fn acl_denials(&self) -> Vec<String> {
+        let entries: Vec<std::collections::HashMap<String, redis::Value>> =
+            self.query(&["ACL", "LOG"]);
+        let text = |entry: &std::collections::HashMap<String, redis::Value>, field: &str| {
+            entry
+                .get(field)
+                .cloned()
+                .and_then(|value| redis::from_redis_value::<String>(value).ok())
+                .unwrap_or_default()
+        };
+        entries
+            .iter()
+            .map(|entry| {
+                format!(
+                    "{}: {} {}",
+                    text(entry, "username"),
+                    text(entry, "reason"),
+                    text(entry, "object")
+                )
+            })
+            .collect()
+    }
+
+    /// The server's log file (and anything it printed before opening it).
+    pub fn log(&self) -> String {
+        let read = |name: &str| fs::read_to_string(self.path(name)).unwrap_or_default();
+        format!(
+            "--- redis-server :{} log ---\n{}{}--- end of log ---",
+            self.port,
+            read("stdout.log"),
+            read("redis.log")
+        )
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub(crate) fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        let connection = self.client().get_connection_with_timeout(IO_TIMEOUT)?;
+        connection.set_read_timeout(Some(IO_TIMEOUT))?;
+        connection.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(connection)
+    }
+
+    fn wait_until_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut last_error = String::from("no attempt yet");
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().map_err(|err| err.to_string())? {
+                return Err(format!("redis-server exited with {status}"));
+            }
+            match self
+                .connection()
+                .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
+            {
+                Ok(pong) if pong == "PONG" => return Ok(()),
+                Ok(other) => last_error = format!("PING answered {other:?}"),
+                Err(err) => last_error = err.to_string(),
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "no PONG within {START_TIMEOUT:?} (last error: {last_error})"
+        ))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // SIGKILL ends a SIGSTOPped server too. std does not signal a child
+        // it has already reaped, so a recycled pid is never hit.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("{}", self.log());
+        }
+    }
+}

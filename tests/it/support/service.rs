@@ -1,0 +1,258 @@
+//! `Service`: the built `user-service` binary, spawned with a chosen
+//! environment on a free loopback port, its stdout and stderr captured to
+//! files in a temp dir (printed when a test fails). Dropping it sends SIGTERM
+//! and kills the process if it has not exited after a grace period.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::SocketAddr,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use user_service::pb::user::v1::user_service_client::UserServiceClient;
+
+use super::{RedisCluster, RedisServer, eventually, free_port};
+
+/// How long a service may take to report SERVING once Redis is up.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a service may take to exit after SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// A `Command` for the built binary with an empty environment, so variables
+/// of the machine running the tests (a stray `REDIS_URL`) change nothing.
+pub fn service_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_user-service"));
+    command.env_clear();
+    command
+}
+
+/// The environment a [`Service`] starts with.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceEnv {
+    vars: BTreeMap<String, String>,
+}
+
+impl ServiceEnv {
+    /// Standalone mode against `redis`.
+    pub fn standalone(redis: &RedisServer) -> Self {
+        Self::standalone_at(redis.port())
+    }
+
+    /// Standalone mode against whatever listens (or not) on `port`.
+    pub fn standalone_at(port: u16) -> Self {
+        Self::default()
+            .env("REDIS_MODE", "standalone")
+            .env("REDIS_URL", &format!("redis://127.0.0.1:{port}"))
+    }
+
+    /// Cluster mode, seeded with every node of `cluster`.
+    pub fn cluster(cluster: &RedisCluster) -> Self {
+        Self::default()
+            .env("REDIS_MODE", "cluster")
+            .env("REDIS_CLUSTER_NODES", &cluster.seed_nodes())
+    }
+
+    /// Sets one variable.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.vars.insert(name.to_owned(), value.to_owned());
+        self
+    }
+}
+
+/// A running `user-service`; see the module docs.
+pub struct Service {
+    /// In a mutex so that `&self` methods can ask whether it exited.
+    child: Mutex<Child>,
+    addr: SocketAddr,
+    logs: TempDir,
+}
+
+impl Service {
+    /// Spawns the binary and returns at once; see [`start`](Self::start).
+    pub fn spawn(env: ServiceEnv) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let logs = tempfile::Builder::new()
+            .prefix("user-service-")
+            .tempdir()
+            .expect("create a temp dir for service logs");
+        let stdout = fs::File::create(logs.path().join("stdout.log")).expect("create stdout.log");
+        let stderr = fs::File::create(logs.path().join("stderr.log")).expect("create stderr.log");
+        let mut env = env.env("LISTEN_ADDR", &addr.to_string());
+        if !env.vars.contains_key("RUST_LOG") {
+            env = env.env("RUST_LOG", "info");
+        }
+        let child = service_command()
+            .envs(env.vars)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn user-service");
+        Service {
+            child: Mutex::new(child),
+            addr,
+            logs,
+        }
+    }
+
+    /// Spawns the binary and waits until its health check reports SERVING.
+    pub async fn start(env: ServiceEnv) -> Self {
+        let service = Self::spawn(env);
+        service.wait_for_health(ServingStatus::Serving).await;
+        service
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> Pid {
+        let id = self.child.lock().unwrap().id();
+        Pid::from_raw(i32::try_from(id).expect("pid fits in i32"))
+    }
+
+    /// A channel to the service (connects lazily).
+    pub fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("valid URI")
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy()
+    }
+
+    /// A `user.v1.UserService` client.
+    pub fn client(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel())
+    }
+
+    /// What `grpc.health.v1.Health/Check` answers for `service`, or the
+    /// error if the call fails (not listening yet, for instance).
+    pub async fn try_health_of(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(Duration::from_secs(5));
+        let mut client = HealthClient::new(self.channel());
+        match tokio::time::timeout(Duration::from_secs(10), client.check(request)).await {
+            Ok(response) => Ok(response?.into_inner().status()),
+            Err(_) => Err(tonic::Status::deadline_exceeded("health check hung")),
+        }
+    }
+
+    /// The health status of the whole server (`""`); panics if it cannot be
+    /// asked.
+    pub async fn health(&self) -> ServingStatus {
+        self.try_health_of("")
+            .await
+            .unwrap_or_else(|status| panic!("health check failed: {status:?}"))
+    }
+
+    /// Polls the health check (of `""`) until it answers `want`.
+    pub async fn wait_for_health(&self, want: ServingStatus) {
+        let what = format!("user-service on {} reports {want:?}", self.addr);
+        let addr = self.addr;
+        let this = self;
+        eventually(READY_TIMEOUT, &what, || async move {
+            if let Some(status) = this.exit_status() {
+                panic!("user-service on {addr} exited early with {status}");
+            }
+            this.try_health_of("").await.ok() == Some(want)
+        })
+        .await;
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal)
+            .unwrap_or_else(|err| panic!("send {signal} to user-service: {err}"));
+    }
+
+    /// Sends SIGTERM and returns how the process exited; panics if it does
+    /// not exit within the grace period.
+    pub async fn terminate(&self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait_for_exit(GRACE)
+            .await
+            .unwrap_or_else(|| panic!("user-service did not exit within {GRACE:?} of SIGTERM"))
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub async fn wait_for_exit(&self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exit_status() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What the service wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.logs.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// What the service wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.logs.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Both logs, labelled, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- user-service {} stdout ---\n{}--- stderr ---\n{}--- end of logs ---",
+            self.addr,
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    /// How the process exited, or `None` while it runs.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.child
+            .lock()
+            .unwrap()
+            .try_wait()
+            .expect("ask whether user-service exited")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Ok(None) = child.try_wait() {
+            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            // std does not signal a child it has already reaped.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
