@@ -1,0 +1,37 @@
+# Entry points a newcomer needs; README.md explains each.
+.PHONY: deps run test test-rust test-clients test-deploy lint bench
+
+# Installs protoc, redis-server/redis-cli, grpcurl and shellcheck when missing.
+deps:
+	@scripts/install-deps.sh
+	@scripts/clients-deps.sh
+
+# Serves on localhost:50051, starting a local Redis when none answers on 6379.
+run: deps
+	@scripts/run.sh
+
+# The whole test suite: unit and integration tests against real redis-server
+# processes and the real grpcurl, then the Docker deploy test (skipped, with a
+# one-line notice, where no Docker engine answers).
+test: deps test-rust test-clients test-deploy
+
+test-rust:
+	cargo test --locked --all-targets
+
+test-clients:
+	scripts/clients-test.sh
+
+test-deploy:
+	@deploy/test.sh
+
+# Formatting, lints and shell checks; CI runs these before the tests.
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+	scripts/proto-check.sh
+	shellcheck scripts/*.sh .ci/run clients/python/generate.sh $(wildcard deploy/*.sh deploy/*/*.sh)
+
+# Service vs redis-benchmark at 1, 32 and 128 callers, plus a cluster row (see bench/RESULTS.md).
+bench: deps
+	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
+	python3 bench/bench.py

