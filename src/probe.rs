@@ -12,7 +12,7 @@ use tonic_health::pb::{
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// The address is not usable.
-    #[error("invalid address {addr:?}: {source}")]
+    #[error("invalid address {addr:?}")]
     Address {
         /// As given.
         addr: String,
@@ -21,7 +21,7 @@ pub enum ProbeError {
         source: tonic::transport::Error,
     },
     /// No connection could be made.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect {
         /// As given.
         addr: String,
