@@ -80,6 +80,11 @@ struct Args {
     /// Print the summary as one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Runtime threads of the load generator itself. One keeps it as light as
+    /// h2load and redis-benchmark (both single-threaded), so on a small machine
+    /// it does not take the cores the service under test needs.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 /// One finished call.
@@ -116,9 +121,22 @@ fn unix_us(epoch: (Instant, u64), at: Instant) -> u64 {
     epoch.1 + at.duration_since(epoch.0).as_micros() as u64
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.connections == 0 {
         bail!("--concurrency and --connections must be at least 1");
     }
