@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine, skipping
-# what is already there: protoc (build), redis-server/redis-cli and grpcurl
-# (tests), shellcheck (script lint). Safe to run again.
+# what is already there: protoc (build), redis-server/redis-cli, grpcurl and
+# iptables (tests), shellcheck (script lint). Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -9,6 +9,8 @@ command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
+# The partition test cuts a replication link with one loopback iptables rule.
+command -v iptables >/dev/null || need_apt+=(iptables)
 
 if ((${#need_apt[@]})); then
     echo "install-deps: apt-get install ${need_apt[*]}"

@@ -14,12 +14,14 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::{Config, RedisConfig},
+    metrics,
     pb::{self, user::v1::user_service_server::UserServiceServer},
     service::{self, UserApi},
     store::{
         UserStore,
         conn::{self, ConnectError},
     },
+    topology::{TopologyChange, TopologyWatch},
 };
 
 /// Largest request or response message accepted. Large enough that a
@@ -45,6 +47,15 @@ pub enum AppError {
     /// Reflection could not be built from the embedded descriptors.
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The metrics listener could not be bound.
+    #[error("cannot listen on METRICS_ADDR {addr}: {source}")]
+    Metrics {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains in-flight
@@ -54,9 +65,19 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let store = UserStore::new();
+    let store = UserStore::with_write_replicas(config.redis.write_replicas);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
+    let metrics_server = match config.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Metrics { addr, source })?;
+            tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving metrics at /metrics");
+            Some(tokio::spawn(metrics::serve(listener, &metrics::METRICS)))
+        }
+        None => None,
+    };
 
     let (fatal_tx, fatal_rx) = oneshot::channel();
     let connector = tokio::spawn(connect_until_ready(
@@ -119,6 +140,9 @@ pub async fn run(
     };
     connector.abort();
     monitor.abort();
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     result
 }
 
@@ -133,6 +157,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 
 /// Sets the overall and UserService health status together.
 async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    metrics::METRICS.set_serving(status == ServingStatus::Serving);
     reporter.set_service_status("", status).await;
     reporter.set_service_status(USER_SERVICE_NAME, status).await;
 }
@@ -148,10 +173,9 @@ async fn connect_until_ready(
     let mut delay = Duration::from_millis(100);
     let mut attempt: u32 = 1;
     loop {
-        match conn::connect(&config).await {
-            Ok(connection) => {
-                store.attach(connection);
-                tracing::info!(redis = %target, attempt, "connected to Redis");
+        match connect_store(&config, &store).await {
+            Ok(()) => {
+                tracing::info!(redis = %target, attempt, write_replicas = config.write_replicas, "connected to Redis");
                 return;
             }
             Err(err) if err.is_transient() => {
@@ -169,9 +193,48 @@ async fn connect_until_ready(
     }
 }
 
-/// Keeps health in step with Redis, logging each change once.
+/// Reads the cluster's slot map (nothing in standalone mode) and logs a
+/// failover or resharding once the map has settled. A failed read is
+/// skipped: PING already reports an unreachable Redis.
+async fn watch_topology(store: &UserStore, watch: &mut TopologyWatch, timeout: Duration) {
+    let Ok(Ok(Some(map))) = tokio::time::timeout(timeout, store.slot_map()).await else {
+        return;
+    };
+    match watch.observe(map) {
+        Some(TopologyChange::Failover { lost, gained }) => {
+            metrics::METRICS.record_topology_change(true);
+            tracing::warn!(
+                lost = ?lost,
+                gained = ?gained,
+                "cluster failover detected: the set of primaries changed"
+            );
+        }
+        Some(TopologyChange::SlotsMoved) => {
+            metrics::METRICS.record_topology_change(false);
+            tracing::info!("cluster slot map changed: slots moved between primaries (resharding)");
+        }
+        None => {}
+    }
+}
+
+/// Attaches the store's connections: the writer (creates) first, then the
+/// main one (reads, health), so that health turns SERVING only once both
+/// exist. A retry keeps what an earlier attempt attached.
+async fn connect_store(config: &RedisConfig, store: &UserStore) -> Result<(), ConnectError> {
+    if !store.is_writer_attached() {
+        store.attach_writer(conn::connect(config).await?);
+    }
+    if !store.is_attached() {
+        store.attach(conn::connect(config).await?);
+    }
+    Ok(())
+}
+
+/// Keeps health in step with Redis, logging each change once; in cluster
+/// mode also logs failovers and resharding seen in the slot map.
 async fn monitor_health(store: UserStore, reporter: HealthReporter, timeout: Duration) {
     let mut serving = false;
+    let mut topology = TopologyWatch::default();
     let mut ticker = tokio::time::interval(HEALTH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -197,6 +260,8 @@ async fn monitor_health(store: UserStore, reporter: HealthReporter, timeout: Dur
         if ok != serving {
             if ok {
                 tracing::info!("Redis answers: health SERVING");
+            } else {
+                metrics::METRICS.record_redis_lost();
             }
             set_health(
                 &reporter,
@@ -209,5 +274,7 @@ async fn monitor_health(store: UserStore, reporter: HealthReporter, timeout: Dur
             .await;
             serving = ok;
         }
+        // After the PING, so that a slow slot map read never delays health.
+        watch_topology(&store, &mut topology, timeout).await;
     }
 }

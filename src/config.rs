@@ -101,6 +101,12 @@ pub struct ServeArgs {
     /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "10")]
     pub shutdown_grace_seconds: String,
+    /// Replicas that must hold a created user before CreateUser answers OK (Redis `WAIT`); 0: do not wait.
+    #[arg(long, env = "REDIS_WRITE_REPLICAS", default_value = "0")]
+    pub redis_write_replicas: String,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (off when unset).
+    #[arg(long, env = "METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 }
 
 /// A secret string whose `Debug` and `Display` never show it.
@@ -169,6 +175,8 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Limit of one connection attempt.
     pub connect_timeout: Duration,
+    /// Replicas that must acknowledge a create (`WAIT`); 0 means no waiting.
+    pub write_replicas: u32,
 }
 
 /// The service's whole configuration.
@@ -188,6 +196,8 @@ pub struct Config {
     pub max_concurrent_calls: usize,
     /// Time in-flight calls get to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Where to serve Prometheus metrics; `None`: not at all.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Every configuration problem found, each naming its variable.
@@ -291,6 +301,18 @@ impl Config {
         let max_concurrent_calls =
             problems.number("MAX_CONCURRENT_CALLS", &args.max_concurrent_calls, 1usize);
         let grace = problems.number("SHUTDOWN_GRACE_SECONDS", &args.shutdown_grace_seconds, 0u64);
+        let write_replicas =
+            problems.number("REDIS_WRITE_REPLICAS", &args.redis_write_replicas, 0u32);
+        let metrics_addr = match args.metrics_addr.as_deref().map(str::trim) {
+            None | Some("") => Some(None),
+            Some(raw) => raw
+                .parse::<SocketAddr>()
+                .map_err(|e| {
+                    problems.add("METRICS_ADDR", format!("{e} (want HOST:PORT, got {raw:?})"))
+                })
+                .ok()
+                .map(Some),
+        };
 
         match (
             listen_addr,
@@ -302,6 +324,8 @@ impl Config {
             connect_timeout,
             max_concurrent_calls,
             grace,
+            write_replicas,
+            metrics_addr,
         ) {
             (
                 Some(listen_addr),
@@ -313,6 +337,8 @@ impl Config {
                 Some(connect_timeout),
                 Some(max_concurrent_calls),
                 Some(grace),
+                Some(write_replicas),
+                Some(metrics_addr),
             ) if problems.0.is_empty() => Ok(Config {
                 listen_addr,
                 redis: RedisConfig {
@@ -320,6 +346,7 @@ impl Config {
                     credentials,
                     timeout: Duration::from_millis(timeout),
                     connect_timeout: Duration::from_millis(connect_timeout),
+                    write_replicas,
                 },
                 ttl: TtlPolicy {
                     default_seconds,
@@ -329,6 +356,7 @@ impl Config {
                 log_filter: args.log_filter.clone(),
                 max_concurrent_calls,
                 shutdown_grace: Duration::from_secs(grace),
+                metrics_addr,
             }),
             _ => Err(ConfigError {
                 problems: problems.0,
@@ -451,6 +479,24 @@ mod tests {
         assert_eq!(config.ttl.default_seconds, 60);
         assert_eq!(config.ttl.max_seconds, 86_400);
         assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.redis.write_replicas, 0);
+        assert_eq!(config.metrics_addr, None, "metrics are off by default");
+    }
+
+    #[test]
+    fn metrics_addr_is_host_port() {
+        let config = parse(&["--metrics-addr", "0.0.0.0:9090"]).unwrap();
+        assert_eq!(config.metrics_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        let err = parse(&["--metrics-addr", "9090"]).unwrap_err();
+        assert!(err.to_string().contains("METRICS_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn write_replicas_is_a_count() {
+        let config = parse(&["--redis-write-replicas", "2"]).unwrap();
+        assert_eq!(config.redis.write_replicas, 2);
+        let err = parse(&["--redis-write-replicas", "two"]).unwrap_err();
+        assert!(err.to_string().contains("REDIS_WRITE_REPLICAS"), "{err}");
     }
 
     #[test]

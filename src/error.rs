@@ -7,7 +7,11 @@ use std::error::Error as _;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{domain::ValidationError, store::StoreError};
+use crate::{
+    domain::ValidationError,
+    metrics::{METRICS, RedisErrorKind},
+    store::StoreError,
+};
 
 /// How a UserService call failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +72,7 @@ impl From<ServiceError> for Status {
                 Status::deadline_exceeded("deadline exceeded before Redis answered")
             }
             ServiceError::RedisTimeout => {
+                METRICS.record_redis_error(RedisErrorKind::Timeout);
                 tracing::warn!("Redis did not answer within the call budget");
                 Status::unavailable("Redis did not answer in time, retry later")
             }
@@ -77,10 +82,15 @@ impl From<ServiceError> for Status {
 }
 
 fn store_status(err: StoreError) -> Status {
+    METRICS.record_redis_error(RedisErrorKind::of(&err));
     match &err {
         StoreError::NotConnected | StoreError::Unavailable(_) => {
             tracing::warn!(error = %chain(&err), "Redis unavailable");
             Status::unavailable("Redis unavailable, retry later")
+        }
+        StoreError::NotReplicated { .. } => {
+            tracing::warn!(error = %chain(&err), "create not acknowledged by enough replicas");
+            Status::unavailable(err.to_string())
         }
         StoreError::Authentication(_) => {
             tracing::error!(error = %chain(&err), "deployment error: Redis rejected the service's credentials");

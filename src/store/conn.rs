@@ -50,6 +50,41 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// Which primary serves which slots: `(first slot, last slot, "host:port")`,
+/// sorted; what the health monitor compares to notice failovers and resharding.
+pub type SlotMap = Vec<(u16, u16, String)>;
+
+impl RedisConn {
+    /// The cluster's slot map as one node sees it (`CLUSTER SLOTS`, sent to a
+    /// random node); `None` for a standalone server, which has none.
+    pub async fn slot_map(&mut self) -> Result<Option<SlotMap>, RedisError> {
+        if matches!(self, Self::Standalone(_)) {
+            return Ok(None);
+        }
+        let ranges: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(self).await?;
+        let mut map: SlotMap = ranges.into_iter().filter_map(slot_range).collect();
+        map.sort();
+        Ok(Some(map))
+    }
+}
+
+/// One `CLUSTER SLOTS` entry, `[start, end, [host, port, id, ...], replicas...]`.
+fn slot_range(range: Value) -> Option<(u16, u16, String)> {
+    let Value::Array(fields) = range else {
+        return None;
+    };
+    let mut fields = fields.into_iter();
+    let start = redis::from_redis_value::<u16>(fields.next()?).ok()?;
+    let end = redis::from_redis_value::<u16>(fields.next()?).ok()?;
+    let Value::Array(primary) = fields.next()? else {
+        return None;
+    };
+    let mut primary = primary.into_iter();
+    let host = redis::from_redis_value::<String>(primary.next()?).ok()?;
+    let port = redis::from_redis_value::<u16>(primary.next()?).ok()?;
+    Some((start, end, format!("{host}:{port}")))
+}
+
 /// Why a connection attempt failed, as start-up needs to know it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -137,11 +172,16 @@ async fn connect_standalone(url: &str, config: &RedisConfig) -> Result<RedisConn
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.timeout))
-        // Reconnect quickly after Redis comes back; the backoff stays short
-        // because every waiting call is bounded by its own budget anyway.
+        // A reconnection is one attempt and one retry 50-100 ms later; the
+        // calls waiting on it then fail (UNAVAILABLE) and the next call
+        // starts a new one. A longer chain of retries made every call during
+        // an outage wait for the whole chain and end at its budget
+        // (DEADLINE_EXCEEDED) instead of failing fast. Only one reconnection
+        // runs at a time, so attempts stay at a few dozen per second while
+        // Redis is down, and the first one after it returns succeeds.
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500))
-        .set_number_of_retries(4);
+        .set_number_of_retries(1);
     let manager = ConnectionManager::new_with_config(client, manager_config)
         .await
         .map_err(classify)?;

@@ -6,7 +6,11 @@ mod support;
 
 mod auth;
 mod cluster;
+mod cluster_faults;
+mod durable_writes;
+mod faults;
 mod grpcurl;
+mod observability;
 mod redis_outage;
 mod reflection;
 mod standalone;

@@ -60,6 +60,14 @@ impl RedisCluster {
             .collect()
     }
 
+    /// The live node listening on `port`.
+    pub fn node(&self, port: u16) -> &RedisServer {
+        self.nodes
+            .iter()
+            .find(|node| node.port() == port)
+            .unwrap_or_else(|| panic!("no live cluster node on port {port}"))
+    }
+
     /// The primary that holds `key`, from `CLUSTER KEYSLOT` and `CLUSTER SLOTS`.
     pub fn primary_for(&self, key: &str) -> &RedisServer {
         let any = &self.nodes[0];
@@ -78,6 +86,34 @@ impl RedisCluster {
     /// Kills (SIGKILL) the node on `port`; its replica should take over.
     pub fn kill(&mut self, port: u16) {
         self.nodes.retain(|node| node.port() != port);
+    }
+
+    /// Like [`kill`](Self::kill), but first saves the node's `nodes.conf`
+    /// (its identity in the cluster) for [`restart`](Self::restart).
+    pub fn kill_keeping_identity(&mut self, port: u16) -> tempfile::TempDir {
+        let saved = tempfile::Builder::new()
+            .prefix("cluster-node-")
+            .tempdir()
+            .expect("create a temp dir for nodes.conf");
+        std::fs::copy(
+            self.node(port).path("nodes.conf"),
+            saved.path().join("nodes.conf"),
+        )
+        .expect("copy nodes.conf");
+        self.kill(port);
+        saved
+    }
+
+    /// Starts a killed node again on its port with the identity saved by
+    /// [`kill_keeping_identity`](Self::kill_keeping_identity); it rejoins
+    /// the cluster (as a replica, once its replica has taken over).
+    pub fn restart(&mut self, port: u16, identity: &tempfile::TempDir) {
+        let node = RedisServer::builder()
+            .port(port)
+            .cluster_node()
+            .durable_in(identity.path())
+            .start();
+        self.nodes.push(node);
     }
 
     /// Waits until every live node reports `cluster_state:ok` and every

@@ -5,11 +5,15 @@
 pub mod api;
 pub mod cluster;
 pub mod eventually;
+pub mod load;
+pub mod metrics;
 pub mod monitor;
 pub mod ports;
 pub mod process;
 pub mod redis_server;
+pub mod replication;
 pub mod service;
+pub mod slots;
 pub mod tools;
 
 pub use api::{Tweak, bad_fields, code_of, fields, get_request, seconds_until, stored_json, user};

@@ -32,6 +32,7 @@ pub struct RedisServerBuilder {
     requirepass: Option<String>,
     acl_users: Vec<String>,
     cluster_node: bool,
+    data_dir: Option<PathBuf>,
 }
 
 impl RedisServerBuilder {
@@ -52,6 +53,14 @@ impl RedisServerBuilder {
     /// file. The `default` user then has [`ADMIN_PASSWORD`] and every right.
     pub fn acl_user(mut self, rule: &str) -> Self {
         self.acl_users.push(rule.to_owned());
+        self
+    }
+
+    /// Keep data in `dir` with an append-only file synced on every write
+    /// (`appendfsync always`), so that a server restarted on the same dir
+    /// after SIGKILL has every write it acknowledged.
+    pub fn durable_in(mut self, dir: &std::path::Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
         self
     }
 
@@ -93,10 +102,21 @@ impl RedisServerBuilder {
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            // Fault tests freeze the server with `DEBUG SLEEP` (refused by default since 7.0).
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(dir.path())
             .arg("--logfile")
             .arg(dir.path().join("redis.log"));
+        if let Some(data_dir) = &self.data_dir {
+            // Later arguments win over the defaults above.
+            command.arg("--dir").arg(data_dir).args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]);
+        }
 
         let password = if self.acl_users.is_empty() {
             if let Some(password) = &self.requirepass {

@@ -1,0 +1,81 @@
+//! Replication helpers: a replica (`REPLICAOF`) of a [`RedisServer`],
+//! waiting for its link to be up, and reading a primary's replicas from
+//! `INFO replication`. Used by the durable-write and failover tests.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::RedisServer;
+
+/// How long a fresh replica may take to finish its first sync.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Starts a plain server and makes it a replica of `primary`; returns once
+/// the replica reports `master_link_status:up` and the primary lists it online.
+pub fn start_replica_of(primary: &RedisServer) -> RedisServer {
+    let replica = RedisServer::start();
+    let _: String = replica.query(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()]);
+    wait_for_link(primary, &replica);
+    replica
+}
+
+/// Waits until `replica` reports a live link to `primary` and `primary`
+/// lists it as an online replica.
+pub fn wait_for_link(primary: &RedisServer, replica: &RedisServer) {
+    let deadline = Instant::now() + SYNC_TIMEOUT;
+    loop {
+        let on_replica: String = replica.query(&["INFO", "replication"]);
+        let linked = on_replica.contains("master_link_status:up")
+            && replica_ports(primary).contains(&replica.port());
+        if linked {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {} has no live link to {} within {SYNC_TIMEOUT:?}:\n{on_replica}",
+            replica.addr(),
+            primary.addr()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Ports of the replicas `primary` lists as online (`slaveN:...,state=online`).
+pub fn replica_ports(primary: &RedisServer) -> Vec<u16> {
+    let info: String = primary.query(&["INFO", "replication"]);
+    info.lines()
+        .filter(|line| line.starts_with("slave") && line.contains("state=online"))
+        .filter_map(|line| {
+            line.split(',')
+                .find_map(|field| field.strip_prefix("port="))
+                .and_then(|port| port.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// `blocked_clients` of `INFO clients`: clients waiting in `WAIT` (or a
+/// blocking command) right now.
+pub fn blocked_clients(server: &RedisServer) -> u64 {
+    info_field(server, "clients", "blocked_clients")
+}
+
+/// `connected_clients` of `INFO clients`.
+pub fn connected_clients(server: &RedisServer) -> u64 {
+    info_field(server, "clients", "connected_clients")
+}
+
+/// One numeric field of an `INFO <section>` answer; panics if it is missing.
+pub fn info_field(server: &RedisServer, section: &str, field: &str) -> u64 {
+    let info: String = server.query(&["INFO", section]);
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "INFO {section} of {} has no {field}:\n{info}",
+                server.addr()
+            )
+        })
+}
