@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{RedisServer, run_with_timeout};
+use super::{RedisServer, run_with_timeout, slots::slot_ranges};
 
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -72,10 +72,9 @@ impl RedisCluster {
     pub fn primary_for(&self, key: &str) -> &RedisServer {
         let any = &self.nodes[0];
         let slot: i64 = any.query(&["CLUSTER", "KEYSLOT", key]);
-        let ranges: Vec<redis::Value> = any.query(&["CLUSTER", "SLOTS"]);
-        let port = ranges
+        let port = slot_ranges(any)
             .into_iter()
-            .find_map(|range| slot_range_primary(range, slot))
+            .find_map(|(start, end, port)| (start..=end).contains(&slot).then_some(port))
             .unwrap_or_else(|| panic!("no primary serves slot {slot} of {key}"));
         self.nodes
             .iter()
@@ -143,25 +142,5 @@ impl RedisCluster {
             );
             thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-/// The primary's port if `range` (one `CLUSTER SLOTS` entry:
-/// `[start, end, [ip, port, id], replicas...]`) covers `slot`.
-fn slot_range_primary(range: redis::Value, slot: i64) -> Option<i64> {
-    let redis::Value::Array(fields) = range else {
-        return None;
-    };
-    match fields.as_slice() {
-        [
-            redis::Value::Int(start),
-            redis::Value::Int(end),
-            redis::Value::Array(primary),
-            ..,
-        ] if (*start..=*end).contains(&slot) => match primary.get(1) {
-            Some(redis::Value::Int(port)) => Some(*port),
-            _ => None,
-        },
-        _ => None,
     }
 }

@@ -20,9 +20,9 @@ pub fn key_slot(key: &str) -> u16 {
     crc % 16384
 }
 
-/// The slot ranges `(first, last)` that the node on `port` serves as a
-/// primary, according to `CLUSTER SLOTS` asked of `any`.
-pub fn slots_served_by(any: &RedisServer, port: u16) -> Vec<(u16, u16)> {
+/// Every slot range as `(first, last, primary port)`, from `CLUSTER SLOTS`
+/// asked of `any` (entries are `[start, end, [ip, port, id], replicas...]`).
+pub fn slot_ranges(any: &RedisServer) -> Vec<(i64, i64, i64)> {
     let ranges: Vec<redis::Value> = any.query(&["CLUSTER", "SLOTS"]);
     ranges
         .into_iter()
@@ -36,12 +36,23 @@ pub fn slots_served_by(any: &RedisServer, port: u16) -> Vec<(u16, u16)> {
                     redis::Value::Int(end),
                     redis::Value::Array(primary),
                     ..,
-                ] if primary.get(1) == Some(&redis::Value::Int(i64::from(port))) => {
-                    Some((u16::try_from(*start).ok()?, u16::try_from(*end).ok()?))
-                }
+                ] => match primary.get(1) {
+                    Some(redis::Value::Int(port)) => Some((*start, *end, *port)),
+                    _ => None,
+                },
                 _ => None,
             }
         })
+        .collect()
+}
+
+/// The slot ranges `(first, last)` that the node on `port` serves as a
+/// primary, according to `CLUSTER SLOTS` asked of `any`.
+pub fn slots_served_by(any: &RedisServer, port: u16) -> Vec<(u16, u16)> {
+    slot_ranges(any)
+        .into_iter()
+        .filter(|(_, _, primary)| *primary == i64::from(port))
+        .filter_map(|(start, end, _)| Some((u16::try_from(start).ok()?, u16::try_from(end).ok()?)))
         .collect()
 }
 
