@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// UserService calls served at once; calls beyond it get RESOURCE_EXHAUSTED.
     #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value = "1024")]
     pub max_concurrent_calls: String,
+    /// Threads serving calls. 1: one event loop, fastest per call on a small
+    /// machine (measured in bench/RESULTS.md); more: a work-stealing pool.
+    #[arg(long, env = "WORKER_THREADS", default_value = "1")]
+    pub worker_threads: String,
     /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "10")]
     pub shutdown_grace_seconds: String,
@@ -194,6 +198,8 @@ pub struct Config {
     pub log_filter: String,
     /// UserService calls served at once.
     pub max_concurrent_calls: usize,
+    /// Threads of the runtime that serves calls (1: a single event loop).
+    pub worker_threads: usize,
     /// Time in-flight calls get to finish on shutdown.
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics; `None`: not at all.
@@ -300,6 +306,7 @@ impl Config {
         );
         let max_concurrent_calls =
             problems.number("MAX_CONCURRENT_CALLS", &args.max_concurrent_calls, 1usize);
+        let worker_threads = problems.number("WORKER_THREADS", &args.worker_threads, 1usize);
         let grace = problems.number("SHUTDOWN_GRACE_SECONDS", &args.shutdown_grace_seconds, 0u64);
         let write_replicas =
             problems.number("REDIS_WRITE_REPLICAS", &args.redis_write_replicas, 0u32);
@@ -323,6 +330,7 @@ impl Config {
             timeout,
             connect_timeout,
             max_concurrent_calls,
+            worker_threads,
             grace,
             write_replicas,
             metrics_addr,
@@ -336,6 +344,7 @@ impl Config {
                 Some(timeout),
                 Some(connect_timeout),
                 Some(max_concurrent_calls),
+                Some(worker_threads),
                 Some(grace),
                 Some(write_replicas),
                 Some(metrics_addr),
@@ -355,6 +364,7 @@ impl Config {
                 log_format,
                 log_filter: args.log_filter.clone(),
                 max_concurrent_calls,
+                worker_threads,
                 shutdown_grace: Duration::from_secs(grace),
                 metrics_addr,
             }),
