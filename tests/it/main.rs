@@ -11,6 +11,7 @@ mod durable_writes;
 mod faults;
 mod grpcurl;
 mod hostile;
+mod hostile_props;
 mod observability;
 mod redis_outage;
 mod reflection;
