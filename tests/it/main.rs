@@ -15,6 +15,7 @@ mod hostile_props;
 mod observability;
 mod redis_outage;
 mod reflection;
+mod secrets;
 mod standalone;
 mod startup;
 mod validation;
