@@ -5,7 +5,7 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, builder::TypedValueParser};
 
 use crate::domain::TtlPolicy;
 
@@ -70,7 +70,14 @@ pub struct ServeArgs {
     )]
     pub redis_password: Option<String>,
     /// File holding the Redis password (one trailing newline is ignored).
-    #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "PATH")]
+    // Parsed as an OsString so that an empty variable reaches `password()`,
+    // which treats it as unset, instead of clap's "a value is required".
+    #[arg(
+        long,
+        env = "REDIS_PASSWORD_FILE",
+        value_name = "PATH",
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
+    )]
     pub redis_password_file: Option<PathBuf>,
     /// Default expiry of a created user, in seconds.
     #[arg(long, env = "USER_TTL_SECONDS", default_value = "60")]
@@ -376,8 +383,17 @@ impl Config {
 }
 
 /// Reads the password from REDIS_PASSWORD_FILE or REDIS_PASSWORD (never both).
+///
+/// An empty variable counts as unset, as it already did for REDIS_PASSWORD
+/// alone: compose files pass `REDIS_PASSWORD: ${REDIS_PASSWORD:-}`, and that
+/// must not turn a deployment using the file into "both set".
 fn password(args: &ServeArgs, problems: &mut Problems) -> Option<Secret> {
-    match (&args.redis_password, &args.redis_password_file) {
+    let from_env = args.redis_password.as_deref().filter(|p| !p.is_empty());
+    let file = args
+        .redis_password_file
+        .as_deref()
+        .filter(|path| !path.as_os_str().is_empty());
+    match (from_env, file) {
         (Some(_), Some(_)) => {
             problems.add(
                 "REDIS_PASSWORD_FILE",
@@ -385,7 +401,7 @@ fn password(args: &ServeArgs, problems: &mut Problems) -> Option<Secret> {
             );
             None
         }
-        (Some(password), None) => (!password.is_empty()).then(|| Secret::new(password.clone())),
+        (Some(password), None) => Some(Secret::new(password)),
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(content) => {
                 // Files written by `echo` or editors end with a newline that is not part of the password.
@@ -403,6 +419,8 @@ fn password(args: &ServeArgs, problems: &mut Problems) -> Option<Secret> {
                     Some(Secret::new(trimmed))
                 }
             }
+            // The error names the path and the cause (missing, a directory,
+            // no permission, not UTF-8), never the content.
             Err(e) => {
                 problems.add(
                     "REDIS_PASSWORD_FILE",
@@ -568,6 +586,66 @@ mod tests {
         assert!(err.to_string().contains("REDIS_PASSWORD"));
         let err = parse(&["--redis-password-file", "/nonexistent/pw"]).unwrap_err();
         assert!(err.to_string().contains("cannot read"));
+    }
+
+    #[test]
+    fn password_file_drops_exactly_one_line_ending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        let path_arg = path.to_str().unwrap();
+        for (content, password) in [
+            ("pw", "pw"),
+            ("pw\n", "pw"),
+            ("pw\r\n", "pw"),
+            ("pw\n\n", "pw\n"),
+            (" pw \n", " pw "),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            let config = parse(&["--redis-password-file", path_arg]).unwrap();
+            let creds = config.redis.credentials.unwrap();
+            assert_eq!(creds.password.unwrap().expose(), password, "{content:?}");
+        }
+    }
+
+    #[test]
+    fn unreadable_password_files_are_named_by_variable_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, [0xff, 0xfe, b'\n']).unwrap();
+        let missing = dir.path().join("missing");
+        for (path, cause) in [
+            (&missing, "No such file"),
+            (&dir.path().to_path_buf(), "directory"),
+            (&empty, "is empty"),
+            (&binary, "UTF-8"),
+        ] {
+            let err = parse(&["--redis-password-file", path.to_str().unwrap()]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("REDIS_PASSWORD_FILE"), "{text}");
+            assert!(text.contains(path.to_str().unwrap()), "{text}");
+            assert!(text.contains(cause), "{cause:?} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn an_empty_password_variable_counts_as_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let path = path.to_str().unwrap();
+
+        let config = parse(&["--redis-password", "", "--redis-password-file", path]).unwrap();
+        let creds = config.redis.credentials.unwrap();
+        assert_eq!(creds.password.unwrap().expose(), "from-file");
+
+        let config = parse(&["--redis-password", "env", "--redis-password-file", ""]).unwrap();
+        let creds = config.redis.credentials.unwrap();
+        assert_eq!(creds.password.unwrap().expose(), "env");
+
+        let config = parse(&["--redis-password", "", "--redis-password-file", ""]).unwrap();
+        assert_eq!(config.redis.credentials, None);
     }
 
     #[test]

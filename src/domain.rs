@@ -312,4 +312,135 @@ mod tests {
         assert_eq!(user.id.as_str(), "user123");
         assert_eq!(user.ttl_seconds, 60);
     }
+
+    /// Property tests: arbitrary input never panics, what is accepted obeys
+    /// DESIGN.md's rules, and a refusal names exactly the fields that break
+    /// them. The oracles below restate each rule independently of the code
+    /// under test.
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn bidi(c: char) -> bool {
+            ('\u{202A}'..='\u{202E}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c)
+        }
+
+        fn id_ok(id: &str) -> bool {
+            (1..=128).contains(&id.chars().count())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-@+".contains(c))
+        }
+
+        fn name_ok(name: &str) -> bool {
+            (1..=200).contains(&name.chars().count())
+                && !name.chars().any(|c| c.is_control() || bidi(c))
+        }
+
+        fn email_ok(email: &str) -> bool {
+            let parts: Vec<&str> = email.split('@').collect();
+            (1..=254).contains(&email.chars().count())
+                && !email
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || bidi(c))
+                && parts.len() == 2
+                && !parts[0].is_empty()
+                && parts[1].contains('.')
+                && parts[1].split('.').all(|label| !label.is_empty())
+        }
+
+        fn ttl_ok(ttl: Option<u32>) -> bool {
+            ttl.is_none_or(|t| (1..=POLICY.max_seconds).contains(&t))
+        }
+
+        /// Ids: valid ones, near-misses with key-breaking characters, arbitrary unicode, long ones.
+        fn ids() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[A-Za-z0-9_.@+-]{1,128}",
+                "[A-Za-z0-9_.@+{}*: \r\n\t\0\u{7f}é-]{0,12}",
+                "[a-z]{120,140}",
+                any::<String>(),
+                "\\PC{0,300}",
+            ]
+        }
+
+        /// Names: printable text, text with controls and bidi overrides, arbitrary, long.
+        fn names() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "\\PC{1,200}",
+                "[a-z \u{0}-\u{1f}\u{7f}-\u{9f}\u{202a}-\u{202e}\u{2066}-\u{2069}\u{200e}\u{200f}]{0,20}",
+                any::<String>(),
+                "[é李x]{190,210}",
+                "x{790,810}",
+            ]
+        }
+
+        /// Emails: well-formed ones, near-misses built from the characters that matter, arbitrary.
+        fn emails() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9.+]{1,20}@[a-z]{1,10}\\.[a-z]{2,5}",
+                "[a-z@. \n\u{202e}]{0,15}",
+                any::<String>(),
+            ]
+        }
+
+        fn ttls() -> impl Strategy<Value = Option<u32>> {
+            prop_oneof![
+                Just(None),
+                Just(Some(0)),
+                Just(Some(1)),
+                Just(Some(86_400)),
+                Just(Some(86_401)),
+                Just(Some(u32::MAX)),
+                any::<u32>().prop_map(Some),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            #[test]
+            fn validation_accepts_exactly_the_documented_input(
+                id in ids(), name in names(), email in emails(), ttl in ttls()
+            ) {
+                let expected: Vec<&str> = [
+                    ("id", id_ok(&id)),
+                    ("name", name_ok(&name)),
+                    ("email", email_ok(&email)),
+                    ("ttl_seconds", ttl_ok(ttl)),
+                ]
+                .into_iter()
+                .filter(|(_, ok)| !ok)
+                .map(|(field, _)| field)
+                .collect();
+
+                match NewUser::parse(&id, &name, &email, ttl, POLICY) {
+                    Ok(user) => {
+                        prop_assert!(expected.is_empty(), "accepted, but {expected:?} break the rules");
+                        prop_assert_eq!(user.id.as_str(), id.as_str());
+                        prop_assert_eq!(user.ttl_seconds, ttl.unwrap_or(POLICY.default_seconds));
+                    }
+                    Err(err) => {
+                        prop_assert!(err.violations.iter().all(|v| !v.description.is_empty()));
+                        prop_assert_eq!(fields(err), expected);
+                    }
+                }
+            }
+
+            #[test]
+            fn lookup_ids_follow_the_same_grammar(id in ids()) {
+                match parse_lookup_id(&id) {
+                    Ok(parsed) => {
+                        prop_assert!(id_ok(&id), "accepted {id:?}");
+                        prop_assert_eq!(parsed.as_str(), id.as_str());
+                    }
+                    Err(err) => {
+                        prop_assert!(!id_ok(&id), "refused {id:?}");
+                        prop_assert_eq!(fields(err), ["id"]);
+                    }
+                }
+            }
+        }
+    }
 }

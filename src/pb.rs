@@ -8,6 +8,8 @@ pub mod user {
     /// Version 1 of the user API.
     pub mod v1 {
         tonic::include_proto!("user.v1");
+        // The client, generated on its own (see build.rs).
+        include!(concat!(env!("OUT_DIR"), "/client/user.v1.rs"));
     }
 }
 

@@ -337,4 +337,22 @@ mod tests {
         assert_eq!(wait_timeout_ms(Duration::from_micros(500)), 1);
         assert_eq!(wait_timeout_ms(Duration::ZERO), 1, "WAIT 0 blocks forever");
     }
+
+    proptest::proptest! {
+        /// Whatever the caller sends, a user's key is `user:<id>` with
+        /// nothing that changes its meaning: one `:`, no hash tag (which
+        /// would pin the cluster slot), no glob or whitespace characters.
+        #[test]
+        fn every_accepted_id_maps_to_one_plain_key(raw in "\\PC{0,40}|[A-Za-z0-9_.@+{}*: \r\n-]{0,40}") {
+            if let Ok(id) = UserId::parse(&raw) {
+                let key = key(&id);
+                proptest::prop_assert_eq!(&key, &format!("user:{raw}"));
+                proptest::prop_assert_eq!(key.matches(':').count(), 1);
+                proptest::prop_assert!(
+                    !key.contains(['{', '}', '*', '?', '[', ']', ' ', '\r', '\n', '\0']),
+                    "{key:?}"
+                );
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod ports;
 pub mod process;
+pub mod raw;
 pub mod redis_server;
 pub mod replication;
 pub mod service;
