@@ -68,3 +68,25 @@ pub fn check_key_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), PemError> {
     CertifiedKey::from_der(chain, key, &provider()).map_err(PemError::KeyMismatch)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_without_the_expected_section_say_what_is_missing() {
+        let not_pem = b"just some text\n";
+        assert!(matches!(
+            certificates(not_pem),
+            Err(PemError::NoCertificate)
+        ));
+        assert!(matches!(private_key(not_pem), Err(PemError::NoPrivateKey)));
+    }
+
+    #[test]
+    fn a_damaged_pem_section_is_malformed() {
+        let damaged =
+            b"-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n";
+        assert!(matches!(certificates(damaged), Err(PemError::Malformed(_))));
+    }
+}

@@ -166,17 +166,14 @@ fn tls_error(err: &RedisError) -> Option<&rustls::Error> {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        let inner: Option<&(dyn std::error::Error + 'static)> = if let Some(io) =
-            err.downcast_ref::<std::io::Error>()
-        {
-            io.get_ref().map(|inner| inner as _)
-        } else if let Some(shared) = err.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
-        {
-            Some(&**shared as _)
-        } else {
-            None
-        };
-        inner
+        let wrapped: Option<&(dyn std::error::Error + 'static)> =
+            match err.downcast_ref::<std::io::Error>() {
+                Some(io) => io.get_ref().map(|inner| inner as _),
+                None => err
+                    .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
+                    .map(|shared| &**shared as _),
+            };
+        wrapped
             .and_then(search)
             .or_else(|| err.source().and_then(search))
     }
@@ -345,5 +342,51 @@ pub fn describe(topology: &Topology) -> String {
             "cluster seeds {}",
             nodes.iter().map(|n| addr(n)).collect::<Vec<_>>().join(",")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::CertificateError;
+
+    /// A Redis error as a failed TLS handshake produces it: tokio-rustls
+    /// wraps the rustls error in an io::Error, redis wraps that.
+    fn handshake_error(tls: rustls::Error) -> RedisError {
+        RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, tls))
+    }
+
+    #[test]
+    fn a_server_certificate_that_does_not_verify_is_fatal() {
+        let err = classify(handshake_error(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        )));
+        assert!(matches!(err, ConnectError::ServerCertificate(_)), "{err}");
+        assert!(!err.is_transient());
+        assert!(
+            err.to_string().contains("TLS certificate did not verify"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn redis_refusing_our_client_certificate_is_fatal() {
+        let err = classify(handshake_error(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired,
+        )));
+        assert!(matches!(err, ConnectError::ClientCertificate(_)), "{err}");
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn other_tls_and_io_failures_are_retried() {
+        let tls = classify(handshake_error(rustls::Error::AlertReceived(
+            AlertDescription::InternalError,
+        )));
+        assert!(tls.is_transient(), "{tls}");
+        let refused = classify(RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(refused.is_transient(), "{refused}");
     }
 }
