@@ -15,4 +15,6 @@ mod redis_outage;
 mod reflection;
 mod standalone;
 mod startup;
+mod tls_grpc;
+mod tls_redis;
 mod validation;
