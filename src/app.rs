@@ -1,7 +1,7 @@
 //! Serving: the tonic server with UserService, health and reflection on one
-//! port; the start-up task that connects to Redis; the monitor that keeps
-//! health in step with Redis; and graceful shutdown. Tests and `main` both
-//! enter through [`run`].
+//! port (plaintext, or TLS when configured); the start-up task that connects
+//! to Redis; the monitor that keeps health in step with Redis; and graceful
+//! shutdown. Tests and `main` both enter through [`run`].
 
 use std::{future::Future, time::Duration};
 
