@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine, skipping
-# what is already there: protoc (build), redis-server/redis-cli, grpcurl and
-# iptables (tests), shellcheck (script lint). Safe to run again.
+# what is already there: protoc (build), redis-server/redis-cli, grpcurl,
+# iptables and openssl (tests), shellcheck (script lint). Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +11,8 @@ command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 # The partition test cuts a replication link with one loopback iptables rule.
 command -v iptables >/dev/null || need_apt+=(iptables)
+# The TLS tests make their certificates with the openssl CLI.
+command -v openssl >/dev/null || need_apt+=(openssl)
 
 if ((${#need_apt[@]})); then
     echo "install-deps: apt-get install ${need_apt[*]}"
@@ -26,7 +28,7 @@ if ! command -v grpcurl >/dev/null; then
     hash -r
 fi
 
-for tool in protoc redis-server redis-cli grpcurl shellcheck; do
+for tool in protoc redis-server redis-cli grpcurl shellcheck openssl; do
     command -v "$tool" >/dev/null || {
         echo "install-deps: $tool is still missing after installing; install it by hand" >&2
         exit 1

@@ -1,19 +1,19 @@
 //! Serving: the tonic server with UserService, health and reflection on one
-//! port; the start-up task that connects to Redis; the monitor that keeps
-//! health in step with Redis; and graceful shutdown. Tests and `main` both
-//! enter through [`run`].
+//! port (plaintext, or TLS when configured); the start-up task that connects
+//! to Redis; the monitor that keeps health in step with Redis; and graceful
+//! shutdown. Tests and `main` both enter through [`run`].
 
 use std::{future::Future, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{Server, server::TcpIncoming},
+    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    config::{Config, RedisConfig},
+    config::{Config, ListenerTls, RedisConfig},
     metrics,
     pb::{self, user::v1::user_service_server::UserServiceServer},
     service::{self, UserApi},
@@ -35,6 +35,10 @@ const USER_SERVICE_NAME: &str = "user.v1.UserService";
 /// How often health re-checks Redis.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Limit of a caller's TLS handshake. tonic runs each handshake in its own
+/// task; without a limit, connections that never finish one pile up.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -44,6 +48,11 @@ pub enum AppError {
     /// The server failed.
     #[error("gRPC server failed: {0}")]
     Server(#[from] tonic::transport::Error),
+    /// The listener's TLS settings were refused by rustls.
+    #[error(
+        "cannot set up TLS on the gRPC listener (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE): {0}"
+    )]
+    Tls(#[source] tonic::transport::Error),
     /// Reflection could not be built from the embedded descriptors.
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -109,7 +118,15 @@ pub async fn run(
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     // Small request/response pairs: without NODELAY, Nagle adds up to 40 ms per call.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(server_tls(tls)).map_err(AppError::Tls)?;
+        tracing::info!(
+            client_certificates = tls.client_ca.is_some(),
+            "gRPC listener speaks TLS"
+        );
+    }
+    let server = builder
         // Backstop only: handlers answer within their Redis budget long before this.
         .timeout(config.redis.timeout + Duration::from_secs(30))
         .add_service(user_service)
@@ -144,6 +161,21 @@ pub async fn run(
         metrics_server.abort();
     }
     result
+}
+
+/// tonic's form of the listener's TLS settings; client certificates are
+/// required (not optional) whenever a client CA is configured.
+fn server_tls(tls: &ListenerTls) -> ServerTlsConfig {
+    let config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            tls.identity.cert.as_bytes(),
+            tls.identity.key.as_bytes(),
+        ))
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    match &tls.client_ca {
+        Some(ca) => config.client_ca_root(Certificate::from_pem(ca.as_bytes())),
+        None => config,
+    }
 }
 
 /// Reflection over our proto, health, and google.rpc error details (so

@@ -3,11 +3,19 @@
 //! `Config::from_args` turns them into a typed `Config`, reporting every
 //! problem at once. Nothing else in the crate reads `std::env`.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand, builder::TypedValueParser};
 
-use crate::domain::TtlPolicy;
+use crate::{
+    domain::TtlPolicy,
+    tls::{self, PemError},
+};
 
 /// Command line and environment of the `user-service` binary.
 #[derive(Debug, Parser)]
@@ -41,6 +49,18 @@ pub struct HealthArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 3, value_name = "SECONDS")]
     pub timeout: u64,
+    /// CA (PEM) that verifies the server's certificate; turns on TLS (for a server with TLS_CERT_FILE).
+    #[arg(long, env = "HEALTH_TLS_CA_FILE", value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+    /// Name the server's certificate must carry [default: the host of --addr, or localhost without --addr].
+    #[arg(long, env = "HEALTH_TLS_DOMAIN", value_name = "NAME")]
+    pub tls_domain: Option<String>,
+    /// Client certificate (PEM), for a server with TLS_CLIENT_CA_FILE; needs --tls-key and --tls-ca.
+    #[arg(long, env = "HEALTH_TLS_CERT_FILE", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "HEALTH_TLS_KEY_FILE", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Raw server settings as given; validated by [`Config::from_args`].
@@ -49,13 +69,22 @@ pub struct ServeArgs {
     /// gRPC listen address.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:50051")]
     pub listen_addr: String,
+    /// Certificate chain (PEM) of the gRPC listener; with TLS_KEY_FILE, callers must use TLS [default: plaintext].
+    #[arg(long, env = "TLS_CERT_FILE", value_name = "PATH")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of TLS_CERT_FILE.
+    #[arg(long, env = "TLS_KEY_FILE", value_name = "PATH")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA (PEM) that must have signed callers' client certificates (mutual TLS); needs TLS_CERT_FILE.
+    #[arg(long, env = "TLS_CLIENT_CA_FILE", value_name = "PATH")]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// `standalone` or `cluster`.
     #[arg(long, env = "REDIS_MODE", default_value = "standalone")]
     pub redis_mode: String,
-    /// Standalone Redis server URL (redis://host:port[/db]).
+    /// Standalone Redis server URL: redis://host:port[/db], or rediss://host:port[/db] for TLS.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
-    /// Cluster mode: comma-separated seed nodes (host:port or redis:// URLs).
+    /// Cluster mode: comma-separated seed nodes (host:port or redis:// URLs; for TLS, rediss://host:port, all of them).
     #[arg(long, env = "REDIS_CLUSTER_NODES", value_name = "NODES")]
     pub redis_cluster_nodes: Option<String>,
     /// ACL user name (absent: the `default` user).
@@ -79,6 +108,15 @@ pub struct ServeArgs {
         value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
     )]
     pub redis_password_file: Option<PathBuf>,
+    /// CA bundle (PEM) that verifies rediss:// servers [default: the system roots]; only with rediss:// URLs.
+    #[arg(long, env = "REDIS_CA_FILE", value_name = "PATH")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS with Redis; needs REDIS_CLIENT_KEY_FILE and rediss:// URLs.
+    #[arg(long, env = "REDIS_CLIENT_CERT_FILE", value_name = "PATH")]
+    pub redis_client_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of REDIS_CLIENT_CERT_FILE.
+    #[arg(long, env = "REDIS_CLIENT_KEY_FILE", value_name = "PATH")]
+    pub redis_client_key_file: Option<PathBuf>,
     /// Default expiry of a created user, in seconds.
     #[arg(long, env = "USER_TTL_SECONDS", default_value = "60")]
     pub user_ttl_seconds: String,
@@ -142,6 +180,59 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The contents of a PEM file, read and checked at start-up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pem(Vec<u8>);
+
+impl Pem {
+    /// The PEM text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Pem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pem({} bytes)", self.0.len())
+    }
+}
+
+/// A certificate chain and its private key; `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsIdentity {
+    /// Certificate chain, leaf first.
+    pub cert: Pem,
+    /// Private key of the leaf certificate.
+    pub key: Pem,
+}
+
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("cert", &self.cert)
+            .field("key", &"***")
+            .finish()
+    }
+}
+
+/// TLS to Redis, used exactly when the URLs are `rediss://`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// CA bundle that verifies the servers; `None`: the system roots.
+    pub ca: Option<Pem>,
+    /// Client certificate for servers that require one (mutual TLS).
+    pub client: Option<TlsIdentity>,
+}
+
+/// TLS on the gRPC listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// The server's certificate and key.
+    pub identity: TlsIdentity,
+    /// When set, callers must present a certificate signed by this CA.
+    pub client_ca: Option<Pem>,
+}
+
 /// How to log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -182,6 +273,8 @@ pub struct RedisConfig {
     pub topology: Topology,
     /// Username and password, when set.
     pub credentials: Option<Credentials>,
+    /// TLS settings when the URLs are `rediss://`; `None`: plaintext.
+    pub tls: Option<RedisTls>,
     /// Budget of one call's Redis work (retries included).
     pub timeout: Duration,
     /// Limit of one connection attempt.
@@ -195,6 +288,8 @@ pub struct RedisConfig {
 pub struct Config {
     /// gRPC listen address.
     pub listen_addr: SocketAddr,
+    /// TLS on the gRPC listener; `None`: plaintext.
+    pub tls: Option<ListenerTls>,
     /// Redis connection settings.
     pub redis: RedisConfig,
     /// Default and maximum expiry.
@@ -278,6 +373,8 @@ impl Config {
             }
         };
 
+        let redis_tls = redis_tls(args, topology.as_ref(), &mut problems);
+        let listener_tls = listener_tls(args, &mut problems);
         let password = password(args, &mut problems);
         let username = args.redis_username.clone().filter(|u| !u.is_empty());
         let credentials = (username.is_some() || password.is_some())
@@ -357,9 +454,11 @@ impl Config {
                 Some(metrics_addr),
             ) if problems.0.is_empty() => Ok(Config {
                 listen_addr,
+                tls: listener_tls,
                 redis: RedisConfig {
                     topology,
                     credentials,
+                    tls: redis_tls,
                     timeout: Duration::from_millis(timeout),
                     connect_timeout: Duration::from_millis(connect_timeout),
                     write_replicas,
@@ -433,6 +532,11 @@ fn password(args: &ServeArgs, problems: &mut Problems) -> Option<Secret> {
     }
 }
 
+/// True for a `rediss://` (TLS) URL.
+fn is_tls_url(url: &str) -> bool {
+    url.starts_with("rediss://")
+}
+
 /// Checks that `raw` is a Redis URL the client understands.
 fn check_url(var: &str, raw: &str, problems: &mut Problems) -> Option<String> {
     let url = if raw.contains("://") {
@@ -440,18 +544,169 @@ fn check_url(var: &str, raw: &str, problems: &mut Problems) -> Option<String> {
     } else {
         format!("redis://{raw}")
     };
-    if url.starts_with("rediss://") {
-        problems.add(var, "rediss:// (TLS) is not supported by this build yet");
-        return None;
-    }
     match redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+        Ok(info)
+            if matches!(
+                info.addr(),
+                redis::ConnectionAddr::TcpTls { insecure: true, .. }
+            ) =>
+        {
+            problems.add(
+                var,
+                "rediss://...#insecure (no certificate check) is not supported; give the server's CA in REDIS_CA_FILE",
+            );
+            None
+        }
         Ok(_) => Some(url),
         Err(e) => {
             // The error may quote the URL, which may hold a password: say only what kind of problem it is.
-            problems.add(var, format!("not a valid redis:// URL ({})", e.category()));
+            problems.add(
+                var,
+                format!("not a valid redis:// or rediss:// URL ({})", e.category()),
+            );
             None
         }
     }
+}
+
+/// A path variable, treating an empty value (`REDIS_CA_FILE=`) as unset.
+fn given(path: &Option<PathBuf>) -> Option<&Path> {
+    path.as_deref().filter(|p| !p.as_os_str().is_empty())
+}
+
+/// Reads the PEM file that `var` names and checks it with `check`.
+fn read_pem(
+    var: &str,
+    path: &Path,
+    check: fn(&[u8]) -> Result<(), PemError>,
+    problems: &mut Problems,
+) -> Option<Pem> {
+    match std::fs::read(path) {
+        Ok(bytes) => match check(&bytes) {
+            Ok(()) => Some(Pem(bytes)),
+            Err(e) => {
+                problems.add(var, format!("{}: {e}", path.display()));
+                None
+            }
+        },
+        Err(e) => {
+            problems.add(var, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// Checks a file that should hold certificates.
+fn has_certificates(pem: &[u8]) -> Result<(), PemError> {
+    tls::certificates(pem).map(drop)
+}
+
+/// Checks a file that should hold a private key.
+fn has_private_key(pem: &[u8]) -> Result<(), PemError> {
+    tls::private_key(pem).map(drop)
+}
+
+/// Reads a certificate and its key, named by two variables that must be set
+/// together; `None` when neither is set or something is wrong (reported).
+fn identity_files(
+    (cert_var, cert): (&str, Option<&Path>),
+    (key_var, key): (&str, Option<&Path>),
+    problems: &mut Problems,
+) -> Option<TlsIdentity> {
+    match (cert, key) {
+        (None, None) => None,
+        (Some(_), None) => {
+            problems.add(key_var, format!("required when {cert_var} is set"));
+            None
+        }
+        (None, Some(_)) => {
+            problems.add(cert_var, format!("required when {key_var} is set"));
+            None
+        }
+        (Some(cert_path), Some(key_path)) => {
+            let cert = read_pem(cert_var, cert_path, has_certificates, problems);
+            let key = read_pem(key_var, key_path, has_private_key, problems);
+            let (cert, key) = (cert?, key?);
+            if let Err(e) = tls::check_key_pair(cert.as_bytes(), key.as_bytes()) {
+                problems.add(
+                    key_var,
+                    format!(
+                        "{} is not the private key of the certificate in {cert_var} ({e})",
+                        key_path.display()
+                    ),
+                );
+                return None;
+            }
+            Some(TlsIdentity { cert, key })
+        }
+    }
+}
+
+/// TLS settings for Redis, used exactly when the URLs say `rediss://`. A
+/// TLS-only variable next to plain URLs is an error: the operator asked for
+/// TLS, and a quiet plaintext connection would betray that.
+fn redis_tls(
+    args: &ServeArgs,
+    topology: Option<&Topology>,
+    problems: &mut Problems,
+) -> Option<RedisTls> {
+    let ca = given(&args.redis_ca_file)
+        .and_then(|path| read_pem("REDIS_CA_FILE", path, has_certificates, problems));
+    let client = identity_files(
+        (
+            "REDIS_CLIENT_CERT_FILE",
+            given(&args.redis_client_cert_file),
+        ),
+        ("REDIS_CLIENT_KEY_FILE", given(&args.redis_client_key_file)),
+        problems,
+    );
+    let (url_var, uses_tls) = match topology? {
+        Topology::Standalone { url } => ("REDIS_URL", is_tls_url(url)),
+        // Mixed seeds were refused already, so the first one speaks for all.
+        Topology::Cluster { nodes } => (
+            "REDIS_CLUSTER_NODES",
+            nodes.first().is_some_and(|n| is_tls_url(n)),
+        ),
+    };
+    if uses_tls {
+        return Some(RedisTls { ca, client });
+    }
+    for (var, set) in [
+        ("REDIS_CA_FILE", given(&args.redis_ca_file)),
+        (
+            "REDIS_CLIENT_CERT_FILE",
+            given(&args.redis_client_cert_file),
+        ),
+        ("REDIS_CLIENT_KEY_FILE", given(&args.redis_client_key_file)),
+    ] {
+        if set.is_some() {
+            problems.add(
+                var,
+                format!("only applies to TLS, but {url_var} is plain redis://; write rediss:// URLs to use TLS"),
+            );
+        }
+    }
+    None
+}
+
+/// TLS on the gRPC listener: TLS_CERT_FILE and TLS_KEY_FILE together, and
+/// TLS_CLIENT_CA_FILE for mutual TLS.
+fn listener_tls(args: &ServeArgs, problems: &mut Problems) -> Option<ListenerTls> {
+    let cert = given(&args.tls_cert_file);
+    let key = given(&args.tls_key_file);
+    let identity = identity_files(("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key), problems);
+    let client_ca = given(&args.tls_client_ca_file)
+        .and_then(|path| read_pem("TLS_CLIENT_CA_FILE", path, has_certificates, problems));
+    if given(&args.tls_client_ca_file).is_some() && cert.is_none() && key.is_none() {
+        problems.add(
+            "TLS_CLIENT_CA_FILE",
+            "needs TLS_CERT_FILE and TLS_KEY_FILE: client certificates exist only on a TLS listener",
+        );
+    }
+    identity.map(|identity| ListenerTls {
+        identity,
+        client_ca,
+    })
 }
 
 /// Parses REDIS_CLUSTER_NODES into seed URLs.
@@ -470,7 +725,110 @@ fn cluster_nodes(raw: Option<&str>, problems: &mut Problems) -> Option<Vec<Strin
         .filter(|n| !n.is_empty())
         .filter_map(|n| check_url(var, n, problems))
         .collect();
+    let tls_seeds = nodes.iter().filter(|n| is_tls_url(n)).count();
+    if tls_seeds != 0 && tls_seeds != nodes.len() {
+        problems.add(
+            var,
+            "mixes rediss:// (TLS) and plain seeds; write every seed as rediss://host:port, or none",
+        );
+        return None;
+    }
     (!nodes.is_empty()).then_some(nodes)
+}
+
+/// What `user-service health` asks, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Server to ask, as HOST:PORT.
+    pub addr: String,
+    /// Limit of the whole check.
+    pub timeout: Duration,
+    /// TLS towards the server; `None`: plaintext.
+    pub tls: Option<ProbeTls>,
+}
+
+/// TLS settings of the health probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTls {
+    /// CA that verifies the server's certificate.
+    pub ca: Pem,
+    /// Name the server's certificate must carry.
+    pub domain: String,
+    /// Client certificate, for a listener that requires one.
+    pub identity: Option<TlsIdentity>,
+}
+
+impl ProbeConfig {
+    /// Validates the `health` arguments; `listen_addr` (LISTEN_ADDR) gives
+    /// the address when `--addr` is absent.
+    pub fn from_args(args: &HealthArgs, listen_addr: &str) -> Result<Self, ConfigError> {
+        let mut problems = Problems::default();
+        let addr = args
+            .addr
+            .clone()
+            .unwrap_or_else(|| default_health_addr(listen_addr));
+        let ca = given(&args.tls_ca).and_then(|path| {
+            read_pem(
+                "--tls-ca (HEALTH_TLS_CA_FILE)",
+                path,
+                has_certificates,
+                &mut problems,
+            )
+        });
+        let identity = identity_files(
+            ("--tls-cert (HEALTH_TLS_CERT_FILE)", given(&args.tls_cert)),
+            ("--tls-key (HEALTH_TLS_KEY_FILE)", given(&args.tls_key)),
+            &mut problems,
+        );
+        let domain = args.tls_domain.clone().filter(|d| !d.is_empty());
+        let tls = if given(&args.tls_ca).is_some() {
+            ca.map(|ca| ProbeTls {
+                ca,
+                domain: domain.unwrap_or_else(|| default_tls_domain(args.addr.as_deref())),
+                identity,
+            })
+        } else {
+            // Without a CA there is no TLS; asking for its other parts
+            // must not quietly probe in plaintext.
+            for (flag, set) in [
+                ("--tls-domain (HEALTH_TLS_DOMAIN)", domain.is_some()),
+                (
+                    "--tls-cert (HEALTH_TLS_CERT_FILE)",
+                    given(&args.tls_cert).is_some(),
+                ),
+                (
+                    "--tls-key (HEALTH_TLS_KEY_FILE)",
+                    given(&args.tls_key).is_some(),
+                ),
+            ] {
+                if set {
+                    problems.add(flag, "needs --tls-ca, which turns TLS on");
+                }
+            }
+            None
+        };
+        if problems.0.is_empty() {
+            Ok(ProbeConfig {
+                addr,
+                timeout: Duration::from_secs(args.timeout),
+                tls,
+            })
+        } else {
+            Err(ConfigError {
+                problems: problems.0,
+            })
+        }
+    }
+}
+
+/// The name the health probe expects on the server's certificate: the host
+/// of `--addr`, or `localhost` when the probe dials its own container.
+fn default_tls_domain(addr: Option<&str>) -> String {
+    let host = addr
+        .map(|addr| addr.rsplit_once(':').map_or(addr, |(host, _port)| host))
+        .map(|host| host.trim_start_matches('[').trim_end_matches(']'))
+        .filter(|host| !host.is_empty());
+    host.unwrap_or("localhost").to_owned()
 }
 
 /// The address `user-service health` asks when none is given: LISTEN_ADDR's
@@ -652,6 +1010,188 @@ mod tests {
     fn secrets_never_print() {
         let config = parse(&["--redis-password", "hunter2", "--redis-username", "svc"]).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    /// A file with `content` in a fresh temp dir (kept alive by the returned guard).
+    fn file(content: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file.pem");
+        std::fs::write(&path, content).unwrap();
+        let path = path.to_str().unwrap().to_owned();
+        (dir, path)
+    }
+
+    #[test]
+    fn rediss_urls_turn_tls_on_with_the_system_roots() {
+        let config = parse(&["--redis-url", "rediss://redis.example:6380"]).unwrap();
+        assert_eq!(config.redis.tls, Some(RedisTls::default()));
+        let config = parse(&[
+            "--redis-mode",
+            "cluster",
+            "--redis-cluster-nodes",
+            "rediss://10.0.0.1:7000,rediss://10.0.0.2:7000",
+        ])
+        .unwrap();
+        assert_eq!(config.redis.tls, Some(RedisTls::default()));
+        assert_eq!(parse(&[]).unwrap().redis.tls, None, "plaintext by default");
+    }
+
+    #[test]
+    fn tls_settings_with_plain_redis_urls_are_refused() {
+        let (_dir, path) = file("not used");
+        for flag in [
+            "--redis-ca-file",
+            "--redis-client-cert-file",
+            "--redis-client-key-file",
+        ] {
+            let err = parse(&[flag, &path]).unwrap_err().to_string();
+            assert!(err.contains("REDIS_URL is plain redis://"), "{flag}: {err}");
+        }
+        let err = parse(&[
+            "--redis-mode",
+            "cluster",
+            "--redis-cluster-nodes",
+            "10.0.0.1:7000",
+            "--redis-ca-file",
+            &path,
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("REDIS_CLUSTER_NODES is plain"), "{err}");
+    }
+
+    #[test]
+    fn mixed_tls_and_plain_seeds_are_refused() {
+        let err = parse(&[
+            "--redis-mode",
+            "cluster",
+            "--redis-cluster-nodes",
+            "rediss://10.0.0.1:7000,10.0.0.2:7000",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("REDIS_CLUSTER_NODES: mixes rediss://"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn skipping_certificate_checks_is_refused() {
+        let err = parse(&["--redis-url", "rediss://127.0.0.1:6380/#insecure"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("REDIS_URL") && err.contains("#insecure"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unreadable_or_invalid_pem_files_name_their_variable() {
+        let (_dir, garbage) = file("hello, I am not PEM\n");
+        let err = parse(&[
+            "--redis-url",
+            "rediss://127.0.0.1:6380",
+            "--redis-ca-file",
+            &garbage,
+            "--tls-client-ca-file",
+            "/nonexistent/ca.pem",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("REDIS_CA_FILE") && err.contains("no certificate"),
+            "{err}"
+        );
+        assert!(
+            err.contains("TLS_CLIENT_CA_FILE: cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn certificate_and_key_come_together() {
+        let (_dir, path) = file("unused");
+        let err = parse(&["--tls-cert-file", &path]).unwrap_err().to_string();
+        assert!(
+            err.contains("TLS_KEY_FILE: required when TLS_CERT_FILE is set"),
+            "{err}"
+        );
+        let err = parse(&["--tls-key-file", &path]).unwrap_err().to_string();
+        assert!(
+            err.contains("TLS_CERT_FILE: required when TLS_KEY_FILE is set"),
+            "{err}"
+        );
+        let err = parse(&[
+            "--redis-url",
+            "rediss://127.0.0.1:6380",
+            "--redis-client-key-file",
+            &path,
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("REDIS_CLIENT_CERT_FILE: required"), "{err}");
+    }
+
+    #[test]
+    fn client_ca_needs_a_tls_listener() {
+        let (_dir, path) = file("unused");
+        let err = parse(&["--tls-client-ca-file", &path])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TLS_CLIENT_CA_FILE: needs TLS_CERT_FILE"),
+            "{err}"
+        );
+    }
+
+    fn probe(args: &[&str]) -> Result<ProbeConfig, ConfigError> {
+        let cli = Cli::try_parse_from(
+            ["user-service", "health"]
+                .into_iter()
+                .chain(args.iter().copied()),
+        )
+        .expect("arguments parse");
+        match cli.command {
+            Some(Command::Health(health)) => ProbeConfig::from_args(&health, "0.0.0.0:50051"),
+            None => panic!("not the health subcommand"),
+        }
+    }
+
+    #[test]
+    fn health_probe_is_plaintext_unless_given_a_ca() {
+        let config = probe(&[]).unwrap();
+        assert_eq!(config.addr, "127.0.0.1:50051");
+        assert_eq!(config.tls, None);
+        let (_dir, path) = file("unused");
+        let err = probe(&[
+            "--tls-cert",
+            &path,
+            "--tls-key",
+            &path,
+            "--tls-domain",
+            "svc",
+        ])
+        .unwrap_err()
+        .to_string();
+        for flag in ["--tls-cert", "--tls-key", "--tls-domain"] {
+            assert!(
+                err.contains(&format!("{flag} (")),
+                "{flag} missing from {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn health_probe_expects_the_host_of_its_address_on_the_certificate() {
+        assert_eq!(
+            default_tls_domain(Some("user-service:50051")),
+            "user-service"
+        );
+        assert_eq!(default_tls_domain(Some("127.0.0.1:50051")), "127.0.0.1");
+        assert_eq!(default_tls_domain(Some("[::1]:50051")), "::1");
+        assert_eq!(default_tls_domain(None), "localhost");
     }
 
     #[test]

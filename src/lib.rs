@@ -16,4 +16,5 @@ pub mod service;
 pub mod signal;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;

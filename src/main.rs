@@ -2,25 +2,23 @@
 //! until SIGTERM/SIGINT; or, with `health`, probe a running server. Exit
 //! codes are decided here and nowhere else.
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use tonic_health::pb::health_check_response::ServingStatus;
 use user_service::{
     app,
-    config::{Cli, Command, Config, ServeArgs, default_health_addr},
-    probe, signal, telemetry,
+    config::{Cli, Command, Config, HealthArgs, ProbeConfig, ServeArgs},
+    probe, signal, telemetry, tls,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tls::install_crypto_provider();
     let result = match cli.command {
         Some(Command::Health(args)) => {
-            let addr = args
-                .addr
-                .unwrap_or_else(|| default_health_addr(&cli.serve.listen_addr));
-            runtime(1).and_then(|rt| rt.block_on(health(&addr, Duration::from_secs(args.timeout))))
+            runtime(1).and_then(|rt| rt.block_on(health(&args, &cli.serve.listen_addr)))
         }
         None => serve(&cli.serve),
     };
@@ -77,8 +75,9 @@ async fn serve_with(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn health(addr: &str, timeout: Duration) -> anyhow::Result<ExitCode> {
-    let status = probe::check(addr, timeout).await?;
+async fn health(args: &HealthArgs, listen_addr: &str) -> anyhow::Result<ExitCode> {
+    let config = ProbeConfig::from_args(args, listen_addr)?;
+    let status = probe::check(&config).await?;
     println!("{}", status.as_str_name());
     Ok(if status == ServingStatus::Serving {
         ExitCode::SUCCESS

@@ -3,15 +3,17 @@
 //! which. Also the start-up probe that separates "retry later" from "fatal".
 
 use redis::{
-    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
-    Value,
+    AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, IntoConnectionInfo, Pipeline, RedisError,
+    RedisFuture, TlsCertificates, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
 };
-use std::time::Duration;
+use rustls::AlertDescription;
+use std::{error::Error as _, sync::Arc, time::Duration};
+use tokio::task::JoinSet;
 
-use crate::config::{Credentials, RedisConfig, Topology};
+use crate::config::{Credentials, RedisConfig, RedisTls, Topology};
 
 /// A multiplexed connection to a standalone server or a cluster; cheap to clone.
 #[derive(Clone)]
@@ -93,6 +95,18 @@ pub enum ConnectError {
         "Redis authentication failed ({0}); check REDIS_USERNAME and REDIS_PASSWORD / REDIS_PASSWORD_FILE"
     )]
     Authentication(#[source] RedisError),
+    /// The server's certificate did not verify (unknown CA, wrong host name,
+    /// expired): retrying cannot help.
+    #[error(
+        "the Redis TLS certificate did not verify ({0}); check REDIS_CA_FILE and that the certificate names the host in REDIS_URL / REDIS_CLUSTER_NODES"
+    )]
+    ServerCertificate(rustls::Error),
+    /// The server refused the service's client certificate, or its absence
+    /// (mutual TLS): retrying cannot help.
+    #[error(
+        "Redis refused the service's TLS client certificate ({0}); check REDIS_CLIENT_CERT_FILE and REDIS_CLIENT_KEY_FILE"
+    )]
+    ClientCertificate(rustls::Error),
     /// The configuration cannot work (bad URL, mixed seed credentials): retrying cannot help.
     #[error("Redis client configuration is invalid: {0}")]
     Config(#[source] RedisError),
@@ -112,11 +126,58 @@ impl ConnectError {
 fn classify(err: RedisError) -> ConnectError {
     if is_auth_error(&err) {
         ConnectError::Authentication(err)
+    } else if let Some(fatal) = tls_error(&err).and_then(certificate_error) {
+        fatal
     } else if err.kind() == redis::ErrorKind::InvalidClientConfig {
         ConnectError::Config(err)
     } else {
         ConnectError::Unreachable(err)
     }
+}
+
+/// The certificate problems among TLS errors: ours with the server's
+/// certificate, or the server's with ours (an alert). Other TLS errors (a
+/// reset mid-handshake) may be transient and are left to the retry loop.
+fn certificate_error(err: &rustls::Error) -> Option<ConnectError> {
+    match err {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            Some(ConnectError::ServerCertificate(err.clone()))
+        }
+        rustls::Error::AlertReceived(
+            AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateRequired
+            | AlertDescription::AccessDenied,
+        ) => Some(ConnectError::ClientCertificate(err.clone())),
+        _ => None,
+    }
+}
+
+/// The rustls error beneath a Redis error, if TLS failed. The chain has to
+/// be opened by hand: redis keeps its cause in an `Arc`, and `io::Error`
+/// (which tokio-rustls wraps rustls errors in) does not report the error it
+/// wraps as its `source()`.
+fn tls_error(err: &RedisError) -> Option<&rustls::Error> {
+    fn search<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let wrapped: Option<&(dyn std::error::Error + 'static)> =
+            match err.downcast_ref::<std::io::Error>() {
+                Some(io) => io.get_ref().map(|inner| inner as _),
+                None => err
+                    .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
+                    .map(|shared| &**shared as _),
+            };
+        wrapped
+            .and_then(search)
+            .or_else(|| err.source().and_then(search))
+    }
+    err.source().and_then(search)
 }
 
 /// True for errors that mean the credentials are wrong or missing.
@@ -142,7 +203,19 @@ pub async fn connect(config: &RedisConfig) -> Result<RedisConn, ConnectError> {
     Ok(conn)
 }
 
-async fn connect_standalone(url: &str, config: &RedisConfig) -> Result<RedisConn, ConnectError> {
+/// The redis crate's form of our TLS settings; without a CA it uses the system roots.
+fn certificates(tls: &RedisTls) -> TlsCertificates {
+    TlsCertificates {
+        client_tls: tls.client.as_ref().map(|identity| ClientTlsConfig {
+            client_cert: identity.cert.as_bytes().to_vec(),
+            client_key: identity.key.as_bytes().to_vec(),
+        }),
+        root_cert: tls.ca.as_ref().map(|ca| ca.as_bytes().to_vec()),
+    }
+}
+
+/// A client for one server at `url`, with our credentials and TLS settings.
+fn client(url: &str, config: &RedisConfig) -> Result<Client, ConnectError> {
     let info = url.into_connection_info().map_err(ConnectError::Config)?;
     // The library name would be sent with CLIENT SETINFO, a 7.2+ command that
     // a least-privilege ACL user loadable on 7.0 cannot be granted.
@@ -155,19 +228,37 @@ async fn connect_standalone(url: &str, config: &RedisConfig) -> Result<RedisConn
             settings = settings.set_password(password.expose());
         }
     }
-    let client = Client::open(info.set_redis_settings(settings)).map_err(ConnectError::Config)?;
+    let info = info.set_redis_settings(settings);
+    match &config.tls {
+        Some(tls) => Client::build_with_tls(info, certificates(tls)),
+        None => Client::open(info),
+    }
+    .map_err(ConnectError::Config)
+}
 
-    // One direct attempt first: the manager's own retries would hide a wrong
-    // password behind seconds of backoff.
+/// One direct connection and PING, so that rejected credentials or
+/// certificates show as what they are: the connection manager's retries
+/// would hide them behind seconds of backoff, and the cluster client
+/// flattens the cause of a failed first connection into a string.
+async fn probe(client: &Client, config: &RedisConfig) -> Result<(), ConnectError> {
     let probe_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.timeout));
-    drop(
-        client
-            .get_multiplexed_async_connection_with_config(&probe_config)
-            .await
-            .map_err(classify)?,
-    );
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&probe_config)
+        .await
+        .map_err(classify)?;
+    // Under TLS 1.3 a server that refuses our certificate (or its absence)
+    // says so only after the handshake, in answer to the first command.
+    redis::cmd("PING")
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(classify)
+}
+
+async fn connect_standalone(url: &str, config: &RedisConfig) -> Result<RedisConn, ConnectError> {
+    let client = client(url, config)?;
+    probe(&client, config).await?;
 
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
@@ -209,9 +300,33 @@ async fn connect_cluster(
             builder = builder.password(password.expose());
         }
     }
+    if let Some(tls) = &config.tls {
+        probe_seeds(nodes, config).await?;
+        builder = builder.certs(certificates(tls));
+    }
     let client = builder.build().map_err(ConnectError::Config)?;
     let conn = client.get_async_connection().await.map_err(classify)?;
     Ok(RedisConn::Cluster(conn))
+}
+
+/// Probes every seed at once and fails on the first fault retrying cannot
+/// mend. The cluster client would report a certificate problem only as
+/// text; an unreachable seed is left to it (another seed may answer).
+async fn probe_seeds(nodes: &[String], config: &RedisConfig) -> Result<(), ConnectError> {
+    let mut probes = JoinSet::new();
+    for node in nodes {
+        let client = client(node, config)?;
+        let config = config.clone();
+        probes.spawn(async move { probe(&client, &config).await });
+    }
+    while let Some(done) = probes.join_next().await {
+        if let Ok(Err(err)) = done
+            && !err.is_transient()
+        {
+            return Err(err);
+        }
+    }
+    Ok(())
 }
 
 /// Where the service connects, without credentials, for log lines.
@@ -227,5 +342,51 @@ pub fn describe(topology: &Topology) -> String {
             "cluster seeds {}",
             nodes.iter().map(|n| addr(n)).collect::<Vec<_>>().join(",")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::CertificateError;
+
+    /// A Redis error as a failed TLS handshake produces it: tokio-rustls
+    /// wraps the rustls error in an io::Error, redis wraps that.
+    fn handshake_error(tls: rustls::Error) -> RedisError {
+        RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, tls))
+    }
+
+    #[test]
+    fn a_server_certificate_that_does_not_verify_is_fatal() {
+        let err = classify(handshake_error(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        )));
+        assert!(matches!(err, ConnectError::ServerCertificate(_)), "{err}");
+        assert!(!err.is_transient());
+        assert!(
+            err.to_string().contains("TLS certificate did not verify"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn redis_refusing_our_client_certificate_is_fatal() {
+        let err = classify(handshake_error(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired,
+        )));
+        assert!(matches!(err, ConnectError::ClientCertificate(_)), "{err}");
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn other_tls_and_io_failures_are_retried() {
+        let tls = classify(handshake_error(rustls::Error::AlertReceived(
+            AlertDescription::InternalError,
+        )));
+        assert!(tls.is_transient(), "{tls}");
+        let refused = classify(RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(refused.is_transient(), "{refused}");
     }
 }

@@ -18,4 +18,6 @@ mod reflection;
 mod secrets;
 mod standalone;
 mod startup;
+mod tls_grpc;
+mod tls_redis;
 mod validation;

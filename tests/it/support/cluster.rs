@@ -8,22 +8,37 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{RedisServer, run_with_timeout, slots::slot_ranges};
+use super::{RedisServer, ServerTls, run_with_timeout, slots::slot_ranges};
 
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    tls: Option<ServerTls>,
 }
 
 impl RedisCluster {
     /// Starts six nodes, forms the cluster and waits until every node reports
     /// `cluster_state:ok` and every replica is in sync with its primary.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..6)
-            .map(|_| RedisServer::builder().cluster_node().start())
-            .collect();
+        Self::start_with(None)
+    }
+
+    /// The same with TLS only: clients, cluster bus and replication links.
+    pub fn start_tls(tls: ServerTls) -> Self {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<ServerTls>) -> Self {
+        let node = || match &tls {
+            Some(tls) => RedisServer::builder().cluster_node().tls(tls.clone()),
+            None => RedisServer::builder().cluster_node(),
+        };
+        let nodes: Vec<RedisServer> = (0..6).map(|_| node().start()).collect();
         let mut create = Command::new("redis-cli");
+        if let Some(tls) = &tls {
+            create.args(tls.cli_args());
+        }
         create
             .arg("--cluster")
             .arg("create")
@@ -35,16 +50,19 @@ impl RedisCluster {
             "redis-cli --cluster create failed:\n{}",
             output.combined()
         );
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, tls };
         cluster.wait_until_healthy();
         cluster
     }
 
-    /// `REDIS_CLUSTER_NODES` naming every node.
+    /// `REDIS_CLUSTER_NODES` naming every node (as `rediss://` URLs with TLS).
     pub fn seed_nodes(&self) -> String {
         self.nodes
             .iter()
-            .map(RedisServer::addr)
+            .map(|node| match node.tls() {
+                Some(_) => node.url(),
+                None => node.addr(),
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -107,11 +125,14 @@ impl RedisCluster {
     /// [`kill_keeping_identity`](Self::kill_keeping_identity); it rejoins
     /// the cluster (as a replica, once its replica has taken over).
     pub fn restart(&mut self, port: u16, identity: &tempfile::TempDir) {
-        let node = RedisServer::builder()
+        let mut node = RedisServer::builder()
             .port(port)
             .cluster_node()
-            .durable_in(identity.path())
-            .start();
+            .durable_in(identity.path());
+        if let Some(tls) = &self.tls {
+            node = node.tls(tls.clone());
+        }
+        let node = node.start();
         self.nodes.push(node);
     }
 

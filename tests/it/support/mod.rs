@@ -3,6 +3,7 @@
 //! helpers for requests, polling and subprocesses. No Redis is mocked.
 
 pub mod api;
+pub mod certs;
 pub mod cluster;
 pub mod eventually;
 pub mod load;
@@ -18,6 +19,7 @@ pub mod slots;
 pub mod tools;
 
 pub use api::{Tweak, bad_fields, code_of, fields, get_request, seconds_until, stored_json, user};
+pub use certs::{Certs, ServerTls};
 pub use cluster::RedisCluster;
 pub use eventually::eventually;
 pub use monitor::Monitor;

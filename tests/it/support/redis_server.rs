@@ -16,7 +16,7 @@ use nix::{
 };
 use tempfile::TempDir;
 
-use super::{free_port, process::run_with_timeout, tools};
+use super::{ServerTls, free_port, process::run_with_timeout, tools};
 
 /// Password of the `default` user on servers started with ACL users: the
 /// fixture inspects keys as that user while the service logs in as its own.
@@ -33,6 +33,7 @@ pub struct RedisServerBuilder {
     acl_users: Vec<String>,
     cluster_node: bool,
     data_dir: Option<PathBuf>,
+    tls: Option<ServerTls>,
 }
 
 impl RedisServerBuilder {
@@ -68,6 +69,13 @@ impl RedisServerBuilder {
     /// default port+10000 can clash with another test's server).
     pub fn cluster_node(mut self) -> Self {
         self.cluster_node = true;
+        self
+    }
+
+    /// Listen with TLS only (`--port 0 --tls-port <port>`); cluster nodes
+    /// also speak TLS on their bus and replication links.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -143,6 +151,23 @@ impl RedisServerBuilder {
                 .args(["--cluster-port", &free_port().to_string()]);
         }
 
+        if let Some(tls) = &self.tls {
+            // Later arguments win: the plain port closes, the TLS port takes its number.
+            command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.server.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.server.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args(["--tls-auth-clients", tls.auth_clients])
+                .args(["--tls-replication", "yes"]);
+            if self.cluster_node {
+                command.args(["--tls-cluster", "yes"]);
+            }
+        }
+
         // Errors before the log file is open (a bad argument) go to stdout.
         let early = fs::File::create(dir.path().join("stdout.log")).expect("create stdout.log");
         let child = command
@@ -156,6 +181,7 @@ impl RedisServerBuilder {
             port,
             password,
             dir,
+            tls: self.tls.clone(),
         }
     }
 }
@@ -167,6 +193,7 @@ pub struct RedisServer {
     /// Password of the `default` user, if it has one.
     password: Option<String>,
     dir: TempDir,
+    tls: Option<ServerTls>,
 }
 
 impl RedisServer {
@@ -188,10 +215,20 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `redis://127.0.0.1:<port>`, without credentials (the service gets
-    /// those from its own variables).
+    /// `redis://127.0.0.1:<port>` (`rediss://` with TLS), without
+    /// credentials (the service gets those from its own variables).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS settings it was started with, if any.
+    pub fn tls(&self) -> Option<&ServerTls> {
+        self.tls.as_ref()
     }
 
     pub fn pid(&self) -> Pid {
@@ -212,10 +249,14 @@ impl RedisServer {
     /// service stored.
     pub fn client(&self) -> redis::Client {
         let url = match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            Some(password) => self.url().replacen("://", &format!("://:{password}@"), 1),
             None => self.url(),
         };
-        redis::Client::open(url).expect("valid redis URL")
+        match &self.tls {
+            Some(tls) => redis::Client::build_with_tls(url, tls.certificates()),
+            None => redis::Client::open(url),
+        }
+        .expect("valid redis URL")
     }
 
     /// Runs one command as the `default` user; panics if Redis refuses it.
@@ -260,6 +301,9 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> String {
         let mut command = Command::new("redis-cli");
         command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(tls) = &self.tls {
+            command.args(tls.cli_args());
+        }
         if let Some(password) = &self.password {
             command.args(["-a", password, "--no-auth-warning"]);
         }

