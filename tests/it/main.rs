@@ -10,6 +10,7 @@ mod cluster_faults;
 mod durable_writes;
 mod faults;
 mod grpcurl;
+mod least_privilege;
 mod observability;
 mod redis_outage;
 mod reflection;
