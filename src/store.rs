@@ -3,6 +3,7 @@
 //! `tonic::Status`, and it does not know whether Redis is one server or a cluster.
 
 pub mod conn;
+pub mod node;
 
 use std::{
     sync::{Arc, OnceLock},

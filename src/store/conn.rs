@@ -13,6 +13,7 @@ use rustls::AlertDescription;
 use std::{error::Error as _, sync::Arc, time::Duration};
 use tokio::task::JoinSet;
 
+use super::node::NodeConnection;
 use crate::config::{Credentials, RedisConfig, RedisTls, Topology};
 
 /// A multiplexed connection to a standalone server or a cluster; cheap to clone.
@@ -21,7 +22,7 @@ pub enum RedisConn {
     /// One server, reconnected in the background by the connection manager.
     Standalone(ConnectionManager),
     /// A cluster, slot-routed, following MOVED/ASK and refreshing topology.
-    Cluster(ClusterConnection),
+    Cluster(ClusterConnection<NodeConnection>),
 }
 
 impl ConnectionLike for RedisConn {
@@ -305,7 +306,13 @@ async fn connect_cluster(
         builder = builder.certs(certificates(tls));
     }
     let client = builder.build().map_err(ConnectError::Config)?;
-    let conn = client.get_async_connection().await.map_err(classify)?;
+    // The generic entry point is the only way to choose how node connections
+    // are opened (see `NodeConnection`: no CLIENT SETINFO); redis-rs marks it
+    // hidden, so a redis upgrade must keep the least_privilege tests green.
+    let conn = client
+        .get_async_generic_connection::<NodeConnection>()
+        .await
+        .map_err(classify)?;
     Ok(RedisConn::Cluster(conn))
 }
 

@@ -1,6 +1,7 @@
-//! Authenticated connections: `requirepass`, an ACL user reading its password
-//! from a file, rejected or missing credentials, and an ACL user lacking a
-//! command the service needs.
+//! Authenticated connections: `requirepass`, the service's ACL user reading
+//! its password from a file, rejected or missing credentials, and an ACL
+//! user lacking a command the service needs. (Every other test logs in as
+//! the service's ACL user too: see `support::acl`.)
 
 use std::{fs, time::Duration};
 
@@ -8,17 +9,14 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::support::{
-    RedisServer, Service, ServiceEnv, code_of, get_request, redis_server::ADMIN_PASSWORD,
+    RedisServer, Service, ServiceEnv,
+    acl::{SERVICE_PASSWORD, SERVICE_USER, deployed_rule},
+    code_of, get_request,
+    redis_server::ADMIN_PASSWORD,
     stored_json, user,
 };
 
 const PASSWORD: &str = "s3rvice-Pa55word";
-/// The least-privilege user of the issue: exactly the commands the service
-/// sends in standalone mode (SET NX EX, GET, PTTL, PING).
-const SVC_USER: &str = "user svc on >s3rvice-Pa55word resetkeys ~user:* resetchannels -@all +get +set +pttl +ping +exists";
-/// The same user without `+get`.
-const SVC_USER_WITHOUT_GET: &str =
-    "user svc on >s3rvice-Pa55word resetkeys ~user:* resetchannels -@all +set +pttl +ping +exists";
 /// How long a service may take to give up on rejected credentials.
 const AUTH_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -47,13 +45,14 @@ async fn service_logs_in_with_the_requirepass_password() {
 
 #[tokio::test]
 async fn acl_user_with_a_password_file_has_all_it_needs() {
-    // Arrange
-    let redis = RedisServer::builder().acl_user(SVC_USER).start();
+    // Arrange: the deployed service user, its password in a file as in deploy/secured.
+    let redis = RedisServer::start();
     let secrets = tempfile::tempdir().unwrap();
     let password_file = secrets.path().join("redis_password");
-    fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    fs::write(&password_file, format!("{SERVICE_PASSWORD}\n")).unwrap();
     let env = ServiceEnv::standalone(&redis)
-        .env("REDIS_USERNAME", "svc")
+        .unset("REDIS_PASSWORD")
+        .env("REDIS_USERNAME", SERVICE_USER)
         .env("REDIS_PASSWORD_FILE", password_file.to_str().unwrap());
     let service = Service::start(env).await;
     let mut client = service.client();
@@ -85,9 +84,13 @@ async fn acl_user_with_a_password_file_has_all_it_needs() {
 
 #[tokio::test]
 async fn acl_user_lacking_get_makes_get_user_internal() {
-    // Arrange
+    // Arrange: a user `svc` with the deployed rules less `+get`.
+    let without_get = deployed_rule()
+        .replacen(&format!("user {SERVICE_USER} "), "user svc ", 1)
+        .replace(" +get ", " ");
+    assert!(!without_get.contains("+get"), "{without_get}");
     let redis = RedisServer::builder()
-        .acl_user(SVC_USER_WITHOUT_GET)
+        .acl_user(&format!("{without_get} >{PASSWORD}"))
         .start();
     redis.cli(&[
         "SET",
@@ -107,13 +110,10 @@ async fn acl_user_lacking_get_makes_get_user_internal() {
 
     // Assert
     assert_eq!(code_of(&result), Code::Internal, "{result:?}");
-    assert!(
-        redis
-            .acl_denials()
-            .iter()
-            .any(|denial| denial.contains("get")),
-        "Redis refused GET: {:?}",
-        redis.acl_denials()
+    assert_eq!(
+        redis.take_acl_denials(),
+        vec!["svc: command get".to_owned()],
+        "Redis refused GET, and nothing else"
     );
     assert_eq!(service.health().await, ServingStatus::Serving);
 }
@@ -137,6 +137,7 @@ async fn wrong_password_exits_non_zero_naming_authentication() {
         !service.logs().contains(wrong),
         "the password appears in the logs"
     );
+    assert_only_failed_logins(&redis, "default");
 }
 
 #[tokio::test]
@@ -155,10 +156,8 @@ async fn missing_password_exits_non_zero_naming_authentication() {
 #[tokio::test]
 async fn wrong_acl_user_password_exits_non_zero_naming_authentication() {
     // Arrange
-    let redis = RedisServer::builder().acl_user(SVC_USER).start();
-    let env = ServiceEnv::standalone(&redis)
-        .env("REDIS_USERNAME", "svc")
-        .env("REDIS_PASSWORD", ADMIN_PASSWORD);
+    let redis = RedisServer::start();
+    let env = ServiceEnv::standalone(&redis).env("REDIS_PASSWORD", ADMIN_PASSWORD);
 
     // Act
     let service = Service::spawn(env);
@@ -169,6 +168,18 @@ async fn wrong_acl_user_password_exits_non_zero_naming_authentication() {
     assert!(
         !service.logs().contains(ADMIN_PASSWORD),
         "the password appears in the logs"
+    );
+    assert_only_failed_logins(&redis, SERVICE_USER);
+}
+
+/// The server's ACL LOG holds failed logins of `user` and nothing else;
+/// clears it, as these denials are the point of the test.
+fn assert_only_failed_logins(redis: &RedisServer, user: &str) {
+    let denials = redis.take_acl_denials();
+    let expected = format!("{user}: auth AUTH");
+    assert!(
+        !denials.is_empty() && denials.iter().all(|denial| *denial == expected),
+        "ACL LOG should hold only `{expected}`: {denials:?}"
     );
 }
 

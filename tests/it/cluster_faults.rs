@@ -205,7 +205,7 @@ async fn cluster_resharding_and_manual_failover_under_load_fail_no_call() {
 
     // Act: move 1000 slots (and their keys) while the load runs.
     let resharding = now_us();
-    let mut reshard = Command::new("redis-cli");
+    let mut reshard = cluster.node(from).redis_cli();
     reshard
         .args(["--cluster", "reshard", &cluster.node(from).addr()])
         .args(["--cluster-from", &id_of(from)])
@@ -302,7 +302,16 @@ async fn reads_and_creates_follow_ask_while_a_slot_migrates() {
     let _: String = target.query(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]);
     let _: String = source.query(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]);
     let target_port = target.port().to_string();
-    let _: String = source.query(&["MIGRATE", "127.0.0.1", &target_port, key, "0", "5000"]);
+    let _: String = source.query(&[
+        "MIGRATE",
+        "127.0.0.1",
+        &target_port,
+        key,
+        "0",
+        "5000",
+        "AUTH",
+        target.default_password(),
+    ]);
     let absent = id_in_slot_of("moved", "absent-");
     let fresh = id_in_slot_of("moved", "fresh-");
 

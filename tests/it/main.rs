@@ -12,6 +12,7 @@ mod faults;
 mod grpcurl;
 mod hostile;
 mod hostile_props;
+mod least_privilege;
 mod observability;
 mod redis_outage;
 mod reflection;

@@ -1,9 +1,9 @@
 //! `RedisCluster`: six real `redis-server` nodes formed into a cluster of
 //! three primaries with one replica each, by `redis-cli --cluster create`,
-//! as deploy/cluster does. Nodes are killed when the cluster is dropped.
+//! as deploy/cluster does. Every node has the service's ACL user (see
+//! [`RedisServer`]). Nodes are killed when the cluster is dropped.
 
 use std::{
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -35,10 +35,8 @@ impl RedisCluster {
             None => RedisServer::builder().cluster_node(),
         };
         let nodes: Vec<RedisServer> = (0..6).map(|_| node().start()).collect();
-        let mut create = Command::new("redis-cli");
-        if let Some(tls) = &tls {
-            create.args(tls.cli_args());
-        }
+        // As the `default` user of the first node: redis-cli logs in to every node with it.
+        let mut create = nodes[0].redis_cli();
         create
             .arg("--cluster")
             .arg("create")
@@ -65,6 +63,11 @@ impl RedisCluster {
             })
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Every live node, primaries and replicas.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
     }
 
     /// The nodes that are primaries now.

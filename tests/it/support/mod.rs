@@ -2,6 +2,7 @@
 //! server or a six-node cluster), the built `user-service` binary, and small
 //! helpers for requests, polling and subprocesses. No Redis is mocked.
 
+pub mod acl;
 pub mod api;
 pub mod certs;
 pub mod cluster;

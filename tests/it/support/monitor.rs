@@ -4,7 +4,7 @@
 
 use std::{
     fs,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -29,12 +29,8 @@ impl<'a> Monitor<'a> {
             .tempdir()
             .expect("create a temp dir for MONITOR output");
         let out = fs::File::create(dir.path().join("monitor.log")).expect("create monitor.log");
-        let mut command = Command::new("redis-cli");
-        command.args(["-h", "127.0.0.1", "-p", &redis.port().to_string()]);
-        if let Some(password) = redis.default_password() {
-            command.args(["-a", password, "--no-auth-warning"]);
-        }
-        let child = command
+        let child = redis
+            .redis_cli()
             .arg("MONITOR")
             .stdin(Stdio::null())
             .stdout(out)

@@ -1,6 +1,11 @@
 //! `RedisServer`: a real `redis-server` process on a free loopback port, in its
 //! own temporary directory, with persistence off. It is killed when dropped;
 //! never keep one in a `static` (statics are not dropped).
+//!
+//! By default a server has the service's ACL user with the deployed rules
+//! (see [`acl`](super::acl)) and a `default` user with [`ADMIN_PASSWORD`] for
+//! the fixtures' own inspection and fault commands; when it is dropped at the
+//! end of a passing test, its `ACL LOG` must be empty.
 
 use std::{
     fs,
@@ -16,10 +21,17 @@ use nix::{
 };
 use tempfile::TempDir;
 
-use super::{ServerTls, free_port, process::run_with_timeout, tools};
+use super::{
+    ServerTls,
+    acl::{SERVICE_PASSWORD, SERVICE_USER, service_user_line},
+    free_port,
+    process::run_with_timeout,
+    tools,
+};
 
-/// Password of the `default` user on servers started with ACL users: the
-/// fixture inspects keys as that user while the service logs in as its own.
+/// Password of the `default` user (every right) on servers with ACL users:
+/// the fixture inspects keys and injects faults as that user while the
+/// service logs in as its own.
 pub const ADMIN_PASSWORD: &str = "fixture-admin-pw";
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,14 +56,16 @@ impl RedisServerBuilder {
         self
     }
 
-    /// Protect the `default` user with this password (`--requirepass`).
+    /// Protect the `default` user with this password (`--requirepass`)
+    /// instead of the ACL file: the server has no service user, and the
+    /// service must log in as `default`.
     pub fn requirepass(mut self, password: &str) -> Self {
         self.requirepass = Some(password.to_owned());
         self
     }
 
     /// Add a line such as `user svc on >pw ~user:* -@all +get` to the ACL
-    /// file. The `default` user then has [`ADMIN_PASSWORD`] and every right.
+    /// file, besides the `default` and the service users.
     pub fn acl_user(mut self, rule: &str) -> Self {
         self.acl_users.push(rule.to_owned());
         self
@@ -126,22 +140,30 @@ impl RedisServerBuilder {
             ]);
         }
 
-        let password = if self.acl_users.is_empty() {
-            if let Some(password) = &self.requirepass {
+        let (password, service_user) = match &self.requirepass {
+            Some(password) => {
                 command.args(["--requirepass", password]);
+                (password.clone(), false)
             }
-            self.requirepass.clone()
-        } else {
-            let acl_file = dir.path().join("users.acl");
-            let mut rules = format!("user default on >{ADMIN_PASSWORD} ~* &* +@all\n");
-            for rule in &self.acl_users {
-                rules.push_str(rule);
+            None => {
+                let acl_file = dir.path().join("users.acl");
+                let mut rules = format!("user default on >{ADMIN_PASSWORD} ~* &* +@all\n");
+                rules.push_str(&service_user_line());
                 rules.push('\n');
+                for rule in &self.acl_users {
+                    rules.push_str(rule);
+                    rules.push('\n');
+                }
+                fs::write(&acl_file, rules).expect("write the ACL file");
+                command.arg("--aclfile").arg(acl_file);
+                (ADMIN_PASSWORD.to_owned(), true)
             }
-            fs::write(&acl_file, rules).expect("write the ACL file");
-            command.arg("--aclfile").arg(acl_file);
-            Some(ADMIN_PASSWORD.to_owned())
         };
+        // A replica (REPLICAOF, or a cluster replica) must log in to its
+        // primary, whose `default` user has a password.
+        command
+            .args(["--masteruser", "default"])
+            .args(["--masterauth", &password]);
 
         if self.cluster_node {
             command
@@ -180,6 +202,7 @@ impl RedisServerBuilder {
             child,
             port,
             password,
+            service_user,
             dir,
             tls: self.tls.clone(),
         }
@@ -190,14 +213,16 @@ impl RedisServerBuilder {
 pub struct RedisServer {
     child: Child,
     port: u16,
-    /// Password of the `default` user, if it has one.
-    password: Option<String>,
+    /// Password of the `default` user.
+    password: String,
+    /// True if the server has the service's ACL user.
+    service_user: bool,
     dir: TempDir,
     tls: Option<ServerTls>,
 }
 
 impl RedisServer {
-    /// A plain server: no password, persistence off.
+    /// A server with the service's ACL user and persistence off.
     pub fn start() -> Self {
         Self::builder().start()
     }
@@ -248,15 +273,34 @@ impl RedisServer {
     /// A client logged in as the `default` user, for inspecting what the
     /// service stored.
     pub fn client(&self) -> redis::Client {
-        let url = match &self.password {
-            Some(password) => self.url().replacen("://", &format!("://:{password}@"), 1),
-            None => self.url(),
-        };
+        self.client_as("default", &self.password)
+    }
+
+    /// A client logged in as `user` with `password`, to see what that ACL
+    /// user may do.
+    pub fn client_as(&self, user: &str, password: &str) -> redis::Client {
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(self.url()).expect("valid redis URL");
+        // Without CLIENT SETINFO, which Redis 7.0 answers with an error: the
+        // tests count error replies to see that the service sends none.
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_username(user)
+            .set_password(password)
+            .set_skip_set_lib_name();
+        let info = info.set_redis_settings(settings);
         match &self.tls {
-            Some(tls) => redis::Client::build_with_tls(url, tls.certificates()),
-            None => redis::Client::open(url),
+            Some(tls) => redis::Client::build_with_tls(info, tls.certificates()),
+            None => redis::Client::open(info),
         }
-        .expect("valid redis URL")
+        .expect("valid connection info")
+    }
+
+    /// The service user's name and password, if the server has that user.
+    pub fn service_credentials(&self) -> Option<(&'static str, &'static str)> {
+        self.service_user
+            .then_some((SERVICE_USER, SERVICE_PASSWORD))
     }
 
     /// Runs one command as the `default` user; panics if Redis refuses it.
@@ -291,22 +335,34 @@ impl RedisServer {
         self.query(&["KEYS", pattern])
     }
 
-    /// Password of the `default` user, if it has one.
-    pub fn default_password(&self) -> Option<&str> {
-        self.password.as_deref()
+    /// Password of the `default` user.
+    pub fn default_password(&self) -> &str {
+        &self.password
+    }
+
+    /// A `redis-cli` command for this server, logged in as the `default`
+    /// user; add the arguments (a command, `MONITOR`, `--cluster ...`).
+    pub fn redis_cli(&self) -> Command {
+        let mut command = Command::new("redis-cli");
+        command
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "--user",
+                "default",
+                "-a",
+                &self.password,
+                "--no-auth-warning",
+            ]);
+        if let Some(tls) = &self.tls {
+            command.args(tls.cli_args());
+        }
+        command
     }
 
     /// Runs `redis-cli` against this server, as an operator would, and
     /// returns what it printed.
     pub fn cli(&self, args: &[&str]) -> String {
-        let mut command = Command::new("redis-cli");
-        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
-        if let Some(tls) = &self.tls {
-            command.args(tls.cli_args());
-        }
-        if let Some(password) = &self.password {
-            command.args(["-a", password, "--no-auth-warning"]);
-        }
+        let mut command = self.redis_cli();
         let output = run_with_timeout(command.args(args), IO_TIMEOUT);
         assert!(
             output.status.success(),
@@ -316,11 +372,26 @@ impl RedisServer {
         output.stdout
     }
 
-    /// Commands Redis refused because of ACL rules (`ACL LOG`), as
-    /// "username: reason object" lines.
+    /// Commands and logins Redis refused because of ACL rules (`ACL LOG`),
+    /// as "username: reason object" lines.
     pub fn acl_denials(&self) -> Vec<String> {
-        let entries: Vec<std::collections::HashMap<String, redis::Value>> =
-            self.query(&["ACL", "LOG"]);
+        self.try_acl_denials()
+            .unwrap_or_else(|err| panic!("ACL LOG on port {}: {err}", self.port))
+    }
+
+    /// [`acl_denials`](Self::acl_denials), then `ACL LOG RESET`: for a test
+    /// that provokes a denial on purpose, so that the check when the server
+    /// is dropped sees only what came after.
+    pub fn take_acl_denials(&self) -> Vec<String> {
+        let denials = self.acl_denials();
+        let _: String = self.query(&["ACL", "LOG", "RESET"]);
+        denials
+    }
+
+    fn try_acl_denials(&self) -> redis::RedisResult<Vec<String>> {
+        let entries: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("ACL")
+            .arg("LOG")
+            .query(&mut self.connection()?)?;
         let text = |entry: &std::collections::HashMap<String, redis::Value>, field: &str| {
             entry
                 .get(field)
@@ -328,7 +399,7 @@ impl RedisServer {
                 .and_then(|value| redis::from_redis_value::<String>(value).ok())
                 .unwrap_or_default()
         };
-        entries
+        Ok(entries
             .iter()
             .map(|entry| {
                 format!(
@@ -338,7 +409,28 @@ impl RedisServer {
                     text(entry, "object")
                 )
             })
-            .collect()
+            .collect())
+    }
+
+    /// Why the server's `ACL LOG` fails the test, if it does: it holds
+    /// entries, or it cannot be read from a server that still runs.
+    fn acl_log_problem(&mut self) -> Option<String> {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return None;
+        }
+        match self.try_acl_denials() {
+            Ok(denials) if denials.is_empty() => None,
+            Ok(denials) => Some(format!(
+                "redis-server on port {} refused commands or logins (ACL LOG); a test \
+                 that provokes this must check and clear it with take_acl_denials():\n  {}",
+                self.port,
+                denials.join("\n  ")
+            )),
+            Err(err) => Some(format!(
+                "cannot read ACL LOG of redis-server on port {} (left frozen?): {err}",
+                self.port
+            )),
+        }
     }
 
     /// The server's log file (and anything it printed before opening it).
@@ -388,12 +480,21 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A test that already fails needs no second panic (it would abort).
+        let problem = if thread::panicking() {
+            None
+        } else {
+            self.acl_log_problem()
+        };
         // SIGKILL ends a SIGSTOPped server too. std does not signal a child
         // it has already reaped, so a recycled pid is never hit.
         let _ = self.child.kill();
         let _ = self.child.wait();
         if thread::panicking() {
             eprintln!("{}", self.log());
+        }
+        if let Some(problem) = problem {
+            panic!("{problem}");
         }
     }
 }

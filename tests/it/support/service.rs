@@ -24,7 +24,12 @@ use tonic_health::pb::{
 };
 use user_service::pb::user::v1::user_service_client::UserServiceClient;
 
-use super::{Certs, RedisCluster, RedisServer, certs::KeyPair, eventually, free_port};
+use super::{
+    Certs, RedisCluster, RedisServer,
+    acl::{SERVICE_PASSWORD, SERVICE_USER},
+    certs::KeyPair,
+    eventually, free_port,
+};
 
 /// How long a service may take to report SERVING once Redis is up.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -54,26 +59,45 @@ pub struct ServiceEnv {
 }
 
 impl ServiceEnv {
-    /// Standalone mode against `redis` (`rediss://` if it speaks TLS; the
-    /// test sets REDIS_CA_FILE and the like itself).
+    /// Standalone mode against `redis`, logged in as the service's ACL user
+    /// if the server has it (else as `default`, with no password set here).
     pub fn standalone(redis: &RedisServer) -> Self {
-        Self::default()
+        let env = Self::default()
             .env("REDIS_MODE", "standalone")
-            .env("REDIS_URL", &redis.url())
+            .env("REDIS_URL", &redis.url());
+        match redis.service_credentials() {
+            Some((user, password)) => env.login(user, password),
+            None => env,
+        }
     }
 
-    /// Standalone mode against whatever listens (or not) on `port`.
+    /// Standalone mode against whatever listens (or not) on `port`, logged
+    /// in as the service's ACL user that fixture servers have by default.
     pub fn standalone_at(port: u16) -> Self {
         Self::default()
             .env("REDIS_MODE", "standalone")
             .env("REDIS_URL", &format!("redis://127.0.0.1:{port}"))
+            .login(SERVICE_USER, SERVICE_PASSWORD)
     }
 
-    /// Cluster mode, seeded with every node of `cluster`.
+    /// Cluster mode, seeded with every node of `cluster`, logged in as the
+    /// service's ACL user.
     pub fn cluster(cluster: &RedisCluster) -> Self {
         Self::default()
             .env("REDIS_MODE", "cluster")
             .env("REDIS_CLUSTER_NODES", &cluster.seed_nodes())
+            .login(SERVICE_USER, SERVICE_PASSWORD)
+    }
+
+    fn login(self, user: &str, password: &str) -> Self {
+        self.env("REDIS_USERNAME", user)
+            .env("REDIS_PASSWORD", password)
+    }
+
+    /// Removes one variable (to pass the password in a file instead, say).
+    pub fn unset(mut self, name: &str) -> Self {
+        self.vars.remove(name);
+        self
     }
 
     /// TLS on the gRPC listener with `certs.server`; the fixture's own
