@@ -264,6 +264,15 @@ def main():
         peak_kb = rss_kb(svc.pid, "VmHWM")
         after_kb = rss_kb(svc.pid, "VmRSS")
 
+        # The default runtime is one event loop (WORKER_THREADS=1); this row
+        # shows what a two-thread work-stealing pool does on the same machine.
+        svc2, addr2 = start_service(tmp, "service-2-threads", {
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}", "WORKER_THREADS": "2"})
+        get2 = measure_service(svc2.pid, lambda: loadgen(addr2, "get", 32, secs, "bench"))
+        svc2.stop()
+        rows.append(fmt_row("service GetUser, WORKER_THREADS=2 (loadgen)", 32, get2,
+                            results[32]["rget"]))
+
         ports = start_cluster(tmp)
         _csvc, caddr = start_service(tmp, "cluster-service", {
             "REDIS_MODE": "cluster",

@@ -156,6 +156,12 @@ async fn the_password_file_is_used_with_one_line_ending_dropped() {
             "the password is in the logs"
         );
     }
+    // The password with a newline left in was refused on purpose.
+    let denials = redis.take_acl_denials();
+    assert!(
+        !denials.is_empty() && denials.iter().all(|d| d == "svc: auth AUTH"),
+        "{denials:?}"
+    );
 }
 
 /// Where `needle` shows up among `places` (name, content).
@@ -316,6 +322,18 @@ async fn canary_password_never_leaks(log_format: &str) {
         places_holding(&canary, &places),
         Vec::<String>::new(),
         "the password leaked"
+    );
+    // The NOPERM call and the wrong password were refused on purpose.
+    let mut denials = redis.take_acl_denials();
+    denials.dedup();
+    assert_eq!(denials.len(), 2, "{denials:?}");
+    assert!(
+        denials.contains(&"svc: command get".to_owned()),
+        "{denials:?}"
+    );
+    assert!(
+        denials.contains(&"svc: auth AUTH".to_owned()),
+        "{denials:?}"
     );
 }
 
