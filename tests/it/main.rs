@@ -7,6 +7,7 @@ mod support;
 mod auth;
 mod cluster;
 mod cluster_faults;
+mod dev_certs;
 mod durable_writes;
 mod faults;
 mod grpcurl;

@@ -3,7 +3,8 @@
 //! certificate it signed, a server certificate it signed for 127.0.0.1 only,
 //! and an unrelated second CA. Keys are P-256 (fast to make, accepted by Redis,
 //! rustls and grpcurl alike). Removed when dropped. Also `ServerTls`, the
-//! TLS settings of a Redis server made from them.
+//! TLS settings of a Redis server made from them. scripts/dev-certs.sh uses
+//! the same openssl recipe for newcomers' certificates: change both together.
 
 use std::{
     fs,

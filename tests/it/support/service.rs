@@ -103,14 +103,19 @@ impl ServiceEnv {
     /// TLS on the gRPC listener with `certs.server`; the fixture's own
     /// channel (health polling, clients) trusts `certs.ca()`.
     pub fn grpc_tls(self, certs: &Certs) -> Self {
-        let mut env = self
-            .env("TLS_CERT_FILE", certs.server.cert())
-            .env("TLS_KEY_FILE", certs.server.key());
-        env.channel_tls = Some(ChannelTls {
-            ca: certs.ca().to_owned(),
+        self.env("TLS_CERT_FILE", certs.server.cert())
+            .env("TLS_KEY_FILE", certs.server.key())
+            .channel_trusting(certs.ca())
+    }
+
+    /// The fixture's own channel speaks TLS and trusts `ca`: for a test that
+    /// sets the listener's TLS variables itself.
+    pub fn channel_trusting(mut self, ca: &str) -> Self {
+        self.channel_tls = Some(ChannelTls {
+            ca: ca.to_owned(),
             identity: None,
         });
-        env
+        self
     }
 
     /// Mutual TLS on the gRPC listener: as [`grpc_tls`](Self::grpc_tls),
