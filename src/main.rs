@@ -85,8 +85,3 @@ async fn health(args: &HealthArgs, listen_addr: &str) -> anyhow::Result<ExitCode
         ExitCode::FAILURE
     })
 }
-
-/// mimalloc instead of glibc malloc: most of a call's allocations are small
-/// and short-lived (HTTP/2 frames, headers, futures); see bench/RESULTS.md.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -379,8 +379,3 @@ fn write_record(path: &PathBuf, prefix: &str, calls: &[Call]) -> anyhow::Result<
     out.flush()?;
     Ok(())
 }
-
-/// The service's allocator (mimalloc), for the same reason: the generator
-/// shares the machine's cores with the service it measures.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
