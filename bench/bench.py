@@ -200,6 +200,10 @@ def start_cluster(tmp):
                    capture_output=True, check=True, timeout=60)
     wait_until("cluster_state:ok",
                lambda: all("cluster_state:ok" in redis_cli(p, "CLUSTER", "INFO") for p in ports), 60)
+    # Replicas still loading their first sync would take CPU from the run.
+    wait_until("replicas in sync",
+               lambda: sum("master_link_status:up" in redis_cli(p, "INFO", "replication")
+                           for p in ports) == 3, 60)
     return ports
 
 
@@ -277,10 +281,16 @@ def main():
         _csvc, caddr = start_service(tmp, "cluster-service", {
             "REDIS_MODE": "cluster",
             "REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{p}" for p in ports)})
+        # The machine is shared and its speed drifts over a run, so the cluster
+        # is compared with standalone measured again right beside it.
+        sget = loadgen(addr, "get", 32, secs, "bench")
         cget = loadgen(caddr, "get", 32, secs, "bench-cl")
+        screate = loadgen(addr, "create", 32, secs, "bench-cs-c")
         ccreate = loadgen(caddr, "create", 32, secs, "bench-cl-c")
-        rows += [fmt_row("cluster GetUser (loadgen)", 32, cget, results[32]["get"]),
-                 fmt_row("cluster CreateUser (loadgen)", 32, ccreate, results[32]["create"])]
+        rows += [fmt_row("standalone GetUser, beside the cluster (loadgen)", 32, sget),
+                 fmt_row("cluster GetUser (loadgen)", 32, cget, sget),
+                 fmt_row("standalone CreateUser, beside the cluster (loadgen)", 32, screate),
+                 fmt_row("cluster CreateUser (loadgen)", 32, ccreate, screate)]
     finally:
         Proc.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -305,8 +315,8 @@ def main():
         ("RSS < 30 MB after a million calls", peak_kb < 30 * 1024, f"peak {peak_kb / 1024:.1f} MB"),
         ("RSS < 10 MB idle", idle_kb < 10 * 1024, f"{idle_kb / 1024:.1f} MB"),
         ("cluster >= 80% of standalone (GetUser, CreateUser at 32)",
-         min(cget["rate"] / r32["get"]["rate"], ccreate["rate"] / r32["create"]["rate"]) >= 0.8,
-         f"{cget['rate'] / r32['get']['rate']:.2f} / {ccreate['rate'] / r32['create']['rate']:.2f}"),
+         min(cget["rate"] / sget["rate"], ccreate["rate"] / screate["rate"]) >= 0.8,
+         f"{cget['rate'] / sget['rate']:.2f} / {ccreate['rate'] / screate['rate']:.2f}"),
     ]
     lines = [
         "| workload | callers | req/s | p50 ms | p99 ms | service CPU us/call | ratio |",
@@ -316,7 +326,7 @@ def main():
         f"Service RSS: idle {idle_kb / 1024:.1f} MB, after {served} calls {after_kb / 1024:.1f} MB "
         f"(peak {peak_kb / 1024:.1f} MB).",
         "Ratios: service rows against the redis-benchmark row above them at the same callers; "
-        "cluster rows against standalone at 32 callers.",
+        "cluster rows against standalone measured right beside them.",
         "",
         "| target | holds | measured |",
         "|---|---|---|",
