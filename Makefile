@@ -1,7 +1,7 @@
 # Entry points a newcomer needs; README.md explains each.
 .PHONY: deps run test test-rust test-clients test-deploy lint bench
 
-# Installs protoc, redis-server/redis-cli, grpcurl and shellcheck when missing.
+# Installs protoc, redis-server/redis-cli, grpcurl, openssl, shellcheck and the clients' toolchains when missing.
 deps:
 	@scripts/install-deps.sh
 	@scripts/clients-deps.sh
@@ -11,8 +11,8 @@ run: deps
 	@scripts/run.sh
 
 # The whole test suite: unit and integration tests against real redis-server
-# processes and the real grpcurl, then the Docker deploy test (skipped, with a
-# one-line notice, where no Docker engine answers).
+# processes and the real grpcurl, the clients, then the Docker deploy test
+# (which fails, saying how to get one, where no Docker engine answers).
 test: deps test-rust test-clients test-deploy
 
 test-rust:
@@ -31,7 +31,9 @@ lint: deps
 	scripts/proto-check.sh
 	shellcheck scripts/*.sh .ci/run clients/python/generate.sh $(wildcard deploy/*.sh deploy/*/*.sh)
 
-# Service vs redis-benchmark at 1, 32 and 128 callers, plus a cluster row (see bench/RESULTS.md).
-bench: deps
+# Service vs redis-benchmark at 1, 32 and 128 callers, plus cluster rows (see bench/RESULTS.md).
+# Needs only the service's own tools, not the clients' (their venv takes a minute).
+bench:
+	@scripts/install-deps.sh
 	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 	python3 bench/bench.py

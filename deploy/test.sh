@@ -18,8 +18,9 @@
 # local ones), `up -d`, every container healthy (the bootstrap exited 0), and
 # the old demo's CreateUser body plus GetUser through the published port.
 #
-# Where no Docker engine answers, prints one line saying the test is skipped and
-# exits 0. Otherwise prints PASS or FAIL per topology and a closing
+# Where no Docker engine answers, fails at once saying how to get one (a deploy
+# test that skips itself would pass without testing). Otherwise prints PASS or
+# FAIL per topology and a closing
 # "deploy: N passed, N failed" line, and exits non-zero on any failure.
 # Uses `docker compose` when the plugin is there, else `docker-compose` (v1.29+).
 # Needs grpcurl and redis-cli on the host, plus what local-images.sh needs.
@@ -28,8 +29,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 if ! docker info >/dev/null 2>&1; then
-    echo "deploy test: skipped: no Docker engine answers (docker info failed)"
-    exit 0
+    echo "deploy test: FAIL: no Docker engine answers (docker info failed); install and start one, e.g. apt-get install docker.io docker-compose && systemctl start docker" >&2
+    exit 1
 fi
 
 if docker compose version >/dev/null 2>&1; then

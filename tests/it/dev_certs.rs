@@ -103,18 +103,6 @@ fn run_printed(line: &str) -> Output {
     run_with_timeout(Command::new("bash").args(["-c", line]), QUICK)
 }
 
-/// grpcurl's JSON output, parsed; panics with everything it printed if the
-/// call failed.
-fn json_of(output: &Output) -> serde_json::Value {
-    assert!(
-        output.status.success(),
-        "grpcurl failed: {}",
-        output.combined()
-    );
-    serde_json::from_str(&output.stdout)
-        .unwrap_or_else(|err| panic!("grpcurl printed no JSON ({err}): {}", output.stdout))
-}
-
 #[tokio::test]
 async fn printed_commands_carry_a_user_over_both_tls_hops() {
     // Arrange: the Redis and the service exactly as printed, on free ports.
@@ -204,9 +192,9 @@ async fn printed_commands_carry_a_user_over_both_tls_hops() {
     assert!(calls[0].contains("-cacert"), "{}", calls[0]);
     assert!(calls[0].ends_with("/CreateUser"), "{}", calls[0]);
     assert!(calls[1].ends_with("/GetUser"), "{}", calls[1]);
-    let created = json_of(created);
+    let created = created.grpcurl_json();
     assert_eq!(created["user"]["id"], "ada", "{created}");
-    assert_eq!(json_of(got)["user"], created["user"]);
+    assert_eq!(got.grpcurl_json()["user"], created["user"]);
     assert!(redis.get("user:ada").is_some(), "user:ada is not in Redis");
     assert_eq!(health_args[0], "health", "{health_line}");
     assert!(health.status.success(), "{health:?}");

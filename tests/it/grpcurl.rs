@@ -13,18 +13,6 @@ fn grpcurl(args: &[&str]) -> Output {
     run_with_timeout(&mut command, Duration::from_secs(30))
 }
 
-/// grpcurl's JSON output, parsed; panics with everything it printed if the
-/// call failed.
-fn json_of(output: &Output) -> serde_json::Value {
-    assert!(
-        output.status.success(),
-        "grpcurl failed: {}",
-        output.combined()
-    );
-    serde_json::from_str(&output.stdout)
-        .unwrap_or_else(|err| panic!("grpcurl printed no JSON ({err}): {}", output.stdout))
-}
-
 #[tokio::test]
 async fn grpcurl_lists_and_describes_the_services() {
     // Arrange
@@ -80,11 +68,11 @@ async fn grpcurl_creates_and_reads_the_demo_user_with_the_old_body() {
 
     // Assert
     let demo_user: serde_json::Value = serde_json::from_str(demo_body).unwrap();
-    let created = json_of(&created);
+    let created = created.grpcurl_json();
     assert_eq!(created["user"], demo_user);
     assert_eq!(created["ttlSeconds"], 60);
     assert!(created["expireTime"].is_string(), "{created}");
-    let got = json_of(&got);
+    let got = got.grpcurl_json();
     assert_eq!(got["user"], demo_user);
     assert!(got["expireTime"].is_string(), "{got}");
     let stored: serde_json::Value =
@@ -111,7 +99,7 @@ async fn grpcurl_health_check_prints_serving() {
     ]);
 
     // Assert
-    assert_eq!(json_of(&output)["status"], "SERVING");
+    assert_eq!(output.grpcurl_json()["status"], "SERVING");
 }
 
 #[tokio::test]

@@ -19,18 +19,6 @@ fn grpcurl(args: &[&str]) -> Output {
     run_with_timeout(&mut command, QUICK)
 }
 
-/// grpcurl's JSON output, parsed; panics with everything it printed if the
-/// call failed.
-fn json_of(output: &Output) -> serde_json::Value {
-    assert!(
-        output.status.success(),
-        "grpcurl failed: {}",
-        output.combined()
-    );
-    serde_json::from_str(&output.stdout)
-        .unwrap_or_else(|err| panic!("grpcurl printed no JSON ({err}): {}", output.stdout))
-}
-
 /// Runs `user-service health <args...>` with `env` set.
 fn health(env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut command = service_command();
@@ -84,14 +72,14 @@ async fn grpcurl_over_tls_creates_gets_lists_and_checks_health() {
 
     // Assert
     let user: serde_json::Value = serde_json::from_str(body).unwrap();
-    assert_eq!(json_of(&created)["user"], user);
-    assert_eq!(json_of(&got)["user"], user);
+    assert_eq!(created.grpcurl_json()["user"], user);
+    assert_eq!(got.grpcurl_json()["user"], user);
     assert!(redis.get("user:tls-user").is_some());
     assert!(list.status.success(), "{list:?}");
     let services: Vec<&str> = list.stdout.lines().collect();
     assert!(services.contains(&"user.v1.UserService"), "{services:?}");
     assert!(services.contains(&"grpc.health.v1.Health"), "{services:?}");
-    assert_eq!(json_of(&checked)["status"], "SERVING");
+    assert_eq!(checked.grpcurl_json()["status"], "SERVING");
 }
 
 #[tokio::test]

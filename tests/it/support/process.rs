@@ -26,6 +26,14 @@ impl Output {
     pub fn combined(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
     }
+
+    /// A successful grpcurl call's JSON output, parsed; panics with
+    /// everything it printed if the call failed.
+    pub fn grpcurl_json(&self) -> serde_json::Value {
+        assert!(self.status.success(), "grpcurl failed: {}", self.combined());
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|err| panic!("grpcurl printed no JSON ({err}): {}", self.stdout))
+    }
 }
 
 /// Runs `command` to completion; kills it and panics if it takes longer than
