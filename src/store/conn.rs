@@ -301,8 +301,11 @@ async fn connect_cluster(
             builder = builder.password(password.expose());
         }
     }
+    // The cluster client reports a rejected login or certificate only as
+    // text, as if the cluster were unreachable: the seeds are probed first
+    // so that those faults stop start-up, as they do in standalone mode.
+    probe_seeds(nodes, config).await?;
     if let Some(tls) = &config.tls {
-        probe_seeds(nodes, config).await?;
         builder = builder.certs(certificates(tls));
     }
     let client = builder.build().map_err(ConnectError::Config)?;
@@ -317,8 +320,8 @@ async fn connect_cluster(
 }
 
 /// Probes every seed at once and fails on the first fault retrying cannot
-/// mend. The cluster client would report a certificate problem only as
-/// text; an unreachable seed is left to it (another seed may answer).
+/// mend (credentials, certificates); an unreachable seed is left to the
+/// cluster client (another seed may answer).
 async fn probe_seeds(nodes: &[String], config: &RedisConfig) -> Result<(), ConnectError> {
     let mut probes = JoinSet::new();
     for node in nodes {

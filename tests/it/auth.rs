@@ -9,7 +9,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::support::{
-    RedisServer, Service, ServiceEnv,
+    RedisCluster, RedisServer, Service, ServiceEnv,
     acl::{SERVICE_PASSWORD, SERVICE_USER, deployed_rule},
     code_of, get_request,
     redis_server::ADMIN_PASSWORD,
@@ -170,6 +170,35 @@ async fn wrong_acl_user_password_exits_non_zero_naming_authentication() {
         "the password appears in the logs"
     );
     assert_only_failed_logins(&redis, SERVICE_USER);
+}
+
+#[tokio::test]
+async fn cluster_with_a_wrong_password_exits_non_zero_naming_authentication() {
+    // Arrange
+    let cluster = RedisCluster::start();
+    let wrong = "not-the-cluster-Pa55word";
+    let env = ServiceEnv::cluster(&cluster).env("REDIS_PASSWORD", wrong);
+
+    // Act
+    let service = Service::spawn(env);
+    let status = service.wait_for_exit(AUTH_EXIT_TIMEOUT).await;
+
+    // Assert
+    assert_exited_for_authentication(&service, status);
+    assert!(
+        !service.logs().contains(wrong),
+        "the password appears in the logs"
+    );
+    // Every seed is probed at once, so each node saw the failed login (a
+    // node the service stopped before reaching may have none).
+    for node in cluster.nodes() {
+        let denials = node.take_acl_denials();
+        let expected = format!("{SERVICE_USER}: auth AUTH");
+        assert!(
+            denials.iter().all(|denial| *denial == expected),
+            "ACL LOG should hold only `{expected}`: {denials:?}"
+        );
+    }
 }
 
 /// The server's ACL LOG holds failed logins of `user` and nothing else;
