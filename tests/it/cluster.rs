@@ -39,15 +39,7 @@ async fn cluster_spreads_users_over_all_three_primaries() {
         let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
         assert_eq!(stored, stored_json(id, &request.name, &request.email));
     }
-    let primaries = cluster.primaries();
-    assert_eq!(primaries.len(), 3);
-    for primary in primaries {
-        assert!(
-            !primary.keys("user:*").is_empty(),
-            "primary {} holds no user",
-            primary.addr()
-        );
-    }
+    cluster.assert_users_on_every_primary();
     let duplicate = client.create_user(user(&ids[0])).await;
     assert_eq!(code_of(&duplicate), Code::AlreadyExists, "{duplicate:?}");
     let missing = client.get_user(get_request("not-in-cluster")).await;

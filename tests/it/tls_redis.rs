@@ -255,13 +255,5 @@ async fn cluster_over_tls_spreads_users_over_all_three_primaries() {
             "{key} is not on its primary"
         );
     }
-    let primaries = cluster.primaries();
-    assert_eq!(primaries.len(), 3);
-    for primary in primaries {
-        assert!(
-            !primary.keys("user:*").is_empty(),
-            "primary {} holds no user",
-            primary.addr()
-        );
-    }
+    cluster.assert_users_on_every_primary();
 }

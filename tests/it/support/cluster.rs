@@ -70,6 +70,20 @@ impl RedisCluster {
         &self.nodes
     }
 
+    /// Asserts that the cluster has three primaries and each holds a user
+    /// (keys spread over every shard).
+    pub fn assert_users_on_every_primary(&self) {
+        let primaries = self.primaries();
+        assert_eq!(primaries.len(), 3);
+        for primary in primaries {
+            assert!(
+                !primary.keys("user:*").is_empty(),
+                "primary {} holds no user",
+                primary.addr()
+            );
+        }
+    }
+
     /// The nodes that are primaries now.
     pub fn primaries(&self) -> Vec<&RedisServer> {
         self.nodes
