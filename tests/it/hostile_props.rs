@@ -354,13 +354,16 @@ fn arbitrary_requests_get_only_the_predicted_answers_and_write_only_user_keys() 
             let Some(id) = key.strip_prefix("user:") else {
                 return true;
             };
-            let stored_id = redis
-                .get(key)
-                .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
-                .and_then(|user| user["id"].as_str().map(str::to_owned));
-            !(model.ever_created.contains(id)
-                && documented_id(id)
-                && stored_id.as_deref() == Some(id))
+            let accepted = model.ever_created.contains(id) && documented_id(id);
+            // A user created with a 1-2 s ttl can expire between SCAN and
+            // GET: a key gone by then holds nothing wrong.
+            let holds_another = redis.get(key).is_some_and(|json| {
+                let stored_id = serde_json::from_str::<serde_json::Value>(&json)
+                    .ok()
+                    .and_then(|user| user["id"].as_str().map(str::to_owned));
+                stored_id.as_deref() != Some(id)
+            });
+            !accepted || holds_another
         })
         .collect();
     assert_eq!(
