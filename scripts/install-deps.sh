@@ -6,6 +6,9 @@ set -euo pipefail
 
 need_apt=()
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+# The well-known types (google/protobuf/timestamp.proto) that user.proto
+# imports: protobuf-compiler only recommends them, and we skip recommends.
+[[ -f /usr/include/google/protobuf/timestamp.proto ]] || need_apt+=(libprotobuf-dev)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
