@@ -1,17 +1,12 @@
 //! `ServiceError`: everything a UserService call can end in, and the one
-//! mapping to `tonic::Status`. The client gets a stable message; the log gets
-//! the full cause chain, written once, here.
-
-use std::error::Error as _;
+//! mapping to `tonic::Status`, a pure function. The client gets a stable
+//! message; the log gets the full cause chain, written once per call by
+//! `calls::failed`.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{
-    domain::ValidationError,
-    metrics::{METRICS, RedisErrorKind},
-    store::StoreError,
-};
+use crate::{domain::ValidationError, store::StoreError};
 
 /// How a UserService call failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +35,7 @@ pub enum ServiceError {
 }
 
 /// The error and all its causes on one line, for logs.
-fn chain(err: &dyn std::error::Error) -> String {
+pub fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -64,16 +59,12 @@ impl From<ServiceError> for Status {
             ServiceError::AlreadyExists => Status::already_exists("user already exists"),
             ServiceError::NotFound => Status::not_found("user not found"),
             ServiceError::Overloaded => {
-                tracing::warn!("call refused: concurrency limit reached");
                 Status::resource_exhausted("too many concurrent calls, retry later")
             }
             ServiceError::DeadlineExceeded => {
-                tracing::debug!("caller deadline passed before Redis answered");
                 Status::deadline_exceeded("deadline exceeded before Redis answered")
             }
             ServiceError::RedisTimeout => {
-                METRICS.record_redis_error(RedisErrorKind::Timeout);
-                tracing::warn!("Redis did not answer within the call budget");
                 Status::unavailable("Redis did not answer in time, retry later")
             }
             ServiceError::Store(store) => store_status(store),
@@ -82,26 +73,12 @@ impl From<ServiceError> for Status {
 }
 
 fn store_status(err: StoreError) -> Status {
-    METRICS.record_redis_error(RedisErrorKind::of(&err));
     match &err {
-        StoreError::NotConnected | StoreError::Unavailable(_) => {
-            tracing::warn!(error = %chain(&err), "Redis unavailable");
+        StoreError::NotConnected | StoreError::Unavailable(_) | StoreError::Authentication(_) => {
             Status::unavailable("Redis unavailable, retry later")
         }
-        StoreError::NotReplicated { .. } => {
-            tracing::warn!(error = %chain(&err), "create not acknowledged by enough replicas");
-            Status::unavailable(err.to_string())
-        }
-        StoreError::Authentication(_) => {
-            tracing::error!(error = %chain(&err), "deployment error: Redis rejected the service's credentials");
-            Status::unavailable("Redis unavailable, retry later")
-        }
-        StoreError::NoPermission(_) => {
-            tracing::error!(error = %chain(&err), "deployment error: the Redis ACL user lacks a permission the service needs");
-            Status::internal("internal error")
-        }
-        StoreError::Corrupt { .. } | StoreError::Other(_) => {
-            tracing::error!(error = %chain(&err), source = ?err.source().map(ToString::to_string), "unexpected Redis reply");
+        StoreError::NotReplicated { .. } => Status::unavailable(err.to_string()),
+        StoreError::NoPermission(_) | StoreError::Corrupt { .. } | StoreError::Other(_) => {
             Status::internal("internal error")
         }
     }
