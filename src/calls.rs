@@ -63,13 +63,17 @@ const LOG_EVERY: Duration = Duration::from_secs(1);
 /// The summariser of call failures.
 static FAILURES: Summary = Summary::new(LOG_EVERY);
 
-/// go-grpc-prometheus's name of a gRPC code.
-pub fn code_name(code: Code) -> &'static str {
+/// Index of a code in `CODE_NAMES`; `Unknown` for a number beyond the table.
+fn code_index(code: Code) -> usize {
     usize::try_from(code as i32)
         .ok()
-        .and_then(|i| CODE_NAMES.get(i))
-        .copied()
-        .unwrap_or("Unknown")
+        .filter(|&i| i < CODE_NAMES.len())
+        .unwrap_or(Code::Unknown as usize)
+}
+
+/// go-grpc-prometheus's name of a gRPC code.
+pub fn code_name(code: Code) -> &'static str {
+    CODE_NAMES[code_index(code)]
 }
 
 /// The series of one method, registered once.
@@ -98,11 +102,9 @@ impl MethodSeries {
     }
 
     fn handled(&self, code: Code) -> &Counter {
-        let name = code_name(code);
-        let i = CODE_NAMES.iter().position(|&n| n == name).unwrap_or(2);
-        self.handled[i].get_or_init(|| {
+        self.handled[code_index(code)].get_or_init(|| {
             let mut labels = self.labels.to_vec();
-            labels.push(Label::new("grpc_code", name));
+            labels.push(Label::new("grpc_code", code_name(code)));
             counter!(HANDLED, labels)
         })
     }

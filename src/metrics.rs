@@ -1,15 +1,22 @@
 //! Prometheus metrics: the series the service exports, recorded through the
 //! `metrics` facade into `metrics-exporter-prometheus`, and the `/metrics`
-//! endpoint (axum) on `METRICS_ADDR`. Per-call series (`grpc_server_*`) are
+//! endpoint (axum's router on hyper) on `METRICS_ADDR`. Per-call series (`grpc_server_*`) are
 //! recorded by `calls`; this module names the rest and renders them all. It
 //! does not decide what a call's outcome is.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use axum::{Router, http::header, response::IntoResponse, routing::get};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::store::StoreError;
 
@@ -43,8 +50,15 @@ const BUCKETS: [f64; 13] = [
 /// without it they pile up between scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Scrapes answered at once; more wait (each renders the whole registry).
+/// Connections to the metrics endpoint served at once; more wait in the
+/// accept queue. Prometheus uses one per target.
 const MAX_SCRAPES: usize = 16;
+/// Time a client has to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a metrics connection stays open (Prometheus reconnects as needed).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Pause after a failed accept (EMFILE and the like).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Kinds of Redis failure, as the `kind` label of `user_service_redis_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,7 +203,7 @@ impl Metrics {
 #[derive(Clone)]
 pub struct Exporter {
     handle: PrometheusHandle,
-    process: &'static metrics_process::Collector,
+    process: Arc<metrics_process::Collector>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -223,7 +237,7 @@ pub fn install() -> Exporter {
                 // Another recorder came first (an embedding program): ours stays empty.
                 tracing::warn!(error = %err, "a metrics recorder was already installed; /metrics shows only process series");
             }
-            let process = Box::leak(Box::new(metrics_process::Collector::default()));
+            let process = Arc::new(metrics_process::Collector::default());
             process.describe();
             describe();
             Exporter { handle, process }
@@ -279,8 +293,11 @@ fn describe() {
 }
 
 /// Answers `GET /metrics` on `listener` until the task is dropped; other
-/// paths get 404 and other methods 405 (axum's routing).
-pub async fn serve(listener: TcpListener, exporter: Exporter) -> std::io::Result<()> {
+/// paths get 404 and other methods 405 (axum's routing). HTTP/1.1 by hyper,
+/// with bounds so that idle or slow clients cannot pile up: at most
+/// `MAX_SCRAPES` connections (more wait in the accept queue), each closed
+/// after `CONNECTION_LIFETIME`, and request headers due within `HEADER_TIMEOUT`.
+pub async fn serve(listener: TcpListener, exporter: Exporter) {
     let upkeep = exporter.handle.clone();
     let upkeep = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
@@ -289,24 +306,45 @@ pub async fn serve(listener: TcpListener, exporter: Exporter) -> std::io::Result
             upkeep.run_upkeep();
         }
     });
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    exporter.render(),
-                )
-                    .into_response()
-            }),
-        )
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_SCRAPES));
-    let served = axum::serve(listener, app).await;
+    let app = Router::new().route(
+        "/metrics",
+        get(move || async move {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                exporter.render(),
+            )
+                .into_response()
+        }),
+    );
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %err, "metrics listener: accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            // An error is the client's problem (reset, garbage); nothing to report.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
+        });
+    }
     upkeep.abort();
-    served
 }
 
 #[cfg(test)]
