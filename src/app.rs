@@ -8,12 +8,13 @@ use std::{future::Future, time::Duration};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::{Config, ListenerTls, RedisConfig},
+    listener::{self, ListenerLayer},
     metrics,
     pb::{self, user::v1::user_service_server::UserServiceServer},
     service::{self, UserApi},
@@ -34,10 +35,6 @@ const USER_SERVICE_NAME: &str = "user.v1.UserService";
 
 /// How often health re-checks Redis.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Limit of a caller's TLS handshake. tonic runs each handshake in its own
-/// task; without a limit, connections that never finish one pile up.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -116,11 +113,15 @@ pub async fn run(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    // Small request/response pairs: without NODELAY, Nagle adds up to 40 ms per call.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = Server::builder();
+    let limits = &config.listener;
+    let incoming = listener::incoming(listener, limits);
+    let mut builder = limits
+        .configure(Server::builder())
+        .layer(ListenerLayer::new(limits.request_body_timeout));
     if let Some(tls) = &config.tls {
-        builder = builder.tls_config(server_tls(tls)).map_err(AppError::Tls)?;
+        builder = builder
+            .tls_config(server_tls(tls, limits.handshake_timeout))
+            .map_err(AppError::Tls)?;
         tracing::info!(
             client_certificates = tls.client_ca.is_some(),
             "gRPC listener speaks TLS"
@@ -165,13 +166,15 @@ pub async fn run(
 
 /// tonic's form of the listener's TLS settings; client certificates are
 /// required (not optional) whenever a client CA is configured.
-fn server_tls(tls: &ListenerTls) -> ServerTlsConfig {
+/// The handshake timeout bounds the TLS handshake (tonic runs each in its
+/// own task; without a limit, connections that never finish one pile up).
+fn server_tls(tls: &ListenerTls, handshake_timeout: Duration) -> ServerTlsConfig {
     let config = ServerTlsConfig::new()
         .identity(Identity::from_pem(
             tls.identity.cert.as_bytes(),
             tls.identity.key.as_bytes(),
         ))
-        .timeout(TLS_HANDSHAKE_TIMEOUT);
+        .timeout(handshake_timeout);
     match &tls.client_ca {
         Some(ca) => config.client_ca_root(Certificate::from_pem(ca.as_bytes())),
         None => config,

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, builder::TypedValueParser};
 
 use crate::{
     domain::TtlPolicy,
+    listener::ListenerLimits,
     tls::{self, PemError},
 };
 
@@ -306,6 +307,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics; `None`: not at all.
     pub metrics_addr: Option<SocketAddr>,
+    /// Limits of the gRPC listener (connections, streams, timeouts).
+    pub listener: ListenerLimits,
 }
 
 /// Every configuration problem found, each naming its variable.
@@ -473,6 +476,7 @@ impl Config {
                 worker_threads,
                 shutdown_grace: Duration::from_secs(grace),
                 metrics_addr,
+                listener: ListenerLimits::default(),
             }),
             _ => Err(ConfigError {
                 problems: problems.0,
