@@ -12,6 +12,8 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, builder::TypedValueParser};
 
+pub mod listener;
+
 use crate::{
     domain::TtlPolicy,
     listener::ListenerLimits,
@@ -157,6 +159,9 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (off when unset).
     #[arg(long, env = "METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+    /// Limits of the gRPC listener.
+    #[command(flatten)]
+    pub listener: listener::ListenerArgs,
 }
 
 /// A secret string whose `Debug` and `Display` never show it.
@@ -428,6 +433,12 @@ impl Config {
                 .map(Some),
         };
 
+        let listener_limits = args
+            .listener
+            .limits()
+            .map_err(|lines| problems.0.extend(lines))
+            .ok();
+
         match (
             listen_addr,
             topology,
@@ -441,6 +452,7 @@ impl Config {
             grace,
             write_replicas,
             metrics_addr,
+            listener_limits,
         ) {
             (
                 Some(listen_addr),
@@ -455,6 +467,7 @@ impl Config {
                 Some(grace),
                 Some(write_replicas),
                 Some(metrics_addr),
+                Some(listener_limits),
             ) if problems.0.is_empty() => Ok(Config {
                 listen_addr,
                 tls: listener_tls,
@@ -476,7 +489,7 @@ impl Config {
                 worker_threads,
                 shutdown_grace: Duration::from_secs(grace),
                 metrics_addr,
-                listener: ListenerLimits::default(),
+                listener: listener_limits,
             }),
             _ => Err(ConfigError {
                 problems: problems.0,
