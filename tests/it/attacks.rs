@@ -716,3 +716,88 @@ async fn requests_that_are_not_grpc_get_405_415_or_invalid_argument() {
         "a well-formed gRPC request reaches the service (an empty CreateUser is INVALID_ARGUMENT)"
     );
 }
+
+#[tokio::test]
+async fn a_connection_without_calls_is_closed_at_the_idle_timeout() {
+    // Arrange
+    let target = Target::start(&[("IDLE_TIMEOUT_SECONDS", "2")]).await;
+    let watch = target.watch().await;
+
+    // Act: a connection that completes the handshake and then says nothing.
+    let conn = RawConn::handshake(target.service.addr()).await;
+    let seen = conn.wait_closed(Duration::from_secs(2) + SLACK).await;
+
+    // Assert: the legitimate client, calling every 10 ms, is never idle.
+    watch
+        .finish("idle connection (IDLE_TIMEOUT_SECONDS 2)", &seen.summary())
+        .await;
+    let closed = seen.closed.expect("the idle connection is closed");
+    assert!(
+        closed >= Duration::from_secs(2),
+        "not before the timeout: {closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_old_connection_gets_goaway_then_is_closed_after_the_grace() {
+    // Arrange
+    let target = Target::start(&[
+        ("MAX_CONNECTION_AGE_SECONDS", "1"),
+        ("MAX_CONNECTION_AGE_GRACE_SECONDS", "2"),
+        ("REQUEST_BODY_TIMEOUT_SECONDS", "60"),
+    ])
+    .await;
+    let watch = target.watch().await;
+    let mut conn = RawConn::handshake(target.service.addr()).await;
+
+    // Act: a call whose body never comes keeps the connection past GOAWAY.
+    conn.send(&frames::headers(1, &grpc_block(CREATE), true, false))
+        .await
+        .expect("open a call");
+    let seen = conn.wait_closed(Duration::from_secs(3) + SLACK).await;
+
+    // Assert
+    watch
+        .finish(
+            "connection age (MAX_CONNECTION_AGE_SECONDS 1 + grace 2, a call held open)",
+            &seen.summary(),
+        )
+        .await;
+    let (goaway_at, code) = seen.goaway.expect("GOAWAY at the connection's age");
+    assert_eq!(code, 0, "GOAWAY NO_ERROR");
+    assert!(goaway_at >= Duration::from_secs(1), "{goaway_at:?}");
+    let closed = seen.closed.expect("closed once the grace is over");
+    assert!(
+        closed >= Duration::from_secs(3),
+        "not before age + grace: {closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_never_answers_ping_is_closed_at_the_keepalive_timeout() {
+    // Arrange
+    let target = Target::start(&[
+        ("KEEPALIVE_INTERVAL_SECONDS", "1"),
+        ("KEEPALIVE_TIMEOUT_SECONDS", "1"),
+    ])
+    .await;
+    let watch = target.watch().await;
+
+    // Act: the raw connection never acknowledges a PING; the legitimate
+    // client's does so automatically.
+    let conn = RawConn::handshake(target.service.addr()).await;
+    let seen = conn.wait_closed(Duration::from_secs(2) + SLACK).await;
+
+    // Assert
+    watch
+        .finish(
+            "unanswered keepalive (interval 1 s, timeout 1 s)",
+            &seen.summary(),
+        )
+        .await;
+    let closed = seen.closed.expect("the silent peer is closed");
+    assert!(
+        closed >= Duration::from_secs(1),
+        "not before a PING was due: {closed:?}"
+    );
+}
