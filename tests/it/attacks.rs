@@ -37,6 +37,10 @@ const LEGIT_DEADLINE: Duration = Duration::from_secs(2);
 /// Slack on top of a configured time before a connection counts as not
 /// closed: the machine is shared with other tests.
 const SLACK: Duration = Duration::from_secs(3);
+/// Attacks that end in milliseconds are repeated on new connections for
+/// at least this long and this many rounds.
+const MIN_ATTACK: Duration = Duration::from_secs(2);
+const MIN_ROUNDS: usize = 3;
 /// The h2 error code ENHANCE_YOUR_CALM.
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
@@ -68,6 +72,28 @@ fn cpu_time(pid: i32) -> Duration {
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // USER_HZ is 100 on Linux.
     Duration::from_millis(ticks * 10)
+}
+
+/// Runs `round` (one attacking connection each) until at least
+/// [`MIN_ROUNDS`] rounds and [`MIN_ATTACK`] have passed, so that the
+/// legitimate client calls while the attack goes on; returns every round's
+/// outcome.
+async fn rounds<F, Fut, T>(mut round: F) -> Vec<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    while outcomes.len() < MIN_ROUNDS || started.elapsed() < MIN_ATTACK {
+        outcomes.push(round().await);
+    }
+    outcomes
+}
+
+/// The latest time, over `seen`, at which the service ended a connection.
+fn latest_end(seen: &[frames::Seen]) -> Option<Duration> {
+    seen.iter().filter_map(frames::Seen::ended).max()
 }
 
 /// The service under attack and its Redis.
@@ -194,27 +220,38 @@ async fn a_stream_flood_is_held_to_the_advertised_streams() {
     ])
     .await;
     let watch = target.watch().await;
-    let mut conn = RawConn::handshake(target.service.addr()).await;
     let block = grpc_block(CREATE);
     let flood: Vec<u8> = (0..5000u32)
         .flat_map(|i| frames::headers(2 * i + 1, &block, true, false))
         .collect();
 
-    // Act: 5,000 HEADERS-only streams (no body, no END_STREAM) at once.
-    let sent = conn.send(&flood).await;
-    let seen = conn.wait_ended(Duration::from_secs(2) + SLACK * 2).await;
+    // Act: 5,000 HEADERS-only streams (no body, no END_STREAM) at once, per connection.
+    let seen = rounds(|| async {
+        let mut conn = RawConn::handshake(target.service.addr()).await;
+        let _ = conn.send(&flood).await;
+        conn.wait_ended(Duration::from_secs(2) + SLACK * 2).await
+    })
+    .await;
 
     // Assert
     watch
         .finish(
-            "stream flood (5000 HEADERS-only streams, 200 allowed)",
-            &format!("flood write {sent:?}; service sent {}", seen.summary()),
+            "stream flood (5000 HEADERS-only streams per connection, 200 allowed)",
+            &format!(
+                "{} connections; each ended after at most {:?}; first: {}",
+                seen.len(),
+                latest_end(&seen),
+                seen[0].summary()
+            ),
         )
         .await;
-    assert!(
-        seen.ended().is_some() || seen.resets >= 4800,
-        "streams past the 200 advertised are refused or the connection ended: {seen:?}"
-    );
+    for seen in &seen {
+        assert!(
+            seen.ended().is_some() || seen.resets >= 4800,
+            "streams past the 200 advertised are refused or the connection ended: {}",
+            seen.summary()
+        );
+    }
 }
 
 #[tokio::test]
@@ -488,7 +525,6 @@ async fn rapid_reset_is_answered_with_goaway() {
     // Arrange
     let target = Target::start(&[("MAX_PENDING_RESET_STREAMS", "20")]).await;
     let watch = target.watch().await;
-    let mut conn = RawConn::handshake(target.service.addr()).await;
     let block = grpc_block(CREATE);
     let flood: Vec<u8> = (0..10_000u32)
         .flat_map(|i| {
@@ -499,22 +535,34 @@ async fn rapid_reset_is_answered_with_goaway() {
         })
         .collect();
 
-    // Act: 10,000 requests, each cancelled at once.
-    let sent = conn.send(&flood).await;
-    let seen = conn.wait_ended(SLACK).await;
+    // Act: 10,000 requests, each cancelled at once, per connection.
+    let seen = rounds(|| async {
+        let mut conn = RawConn::handshake(target.service.addr()).await;
+        let _ = conn.send(&flood).await;
+        conn.wait_ended(SLACK).await
+    })
+    .await;
 
     // Assert
     watch
         .finish(
-            "rapid reset (10000 HEADERS + RST_STREAM)",
-            &format!("flood write {sent:?}; service sent {}", seen.summary()),
+            "rapid reset (10000 HEADERS + RST_STREAM per connection)",
+            &format!(
+                "{} connections; each ended after at most {:?}; first: {}",
+                seen.len(),
+                latest_end(&seen),
+                seen[0].summary()
+            ),
         )
         .await;
-    assert_eq!(
-        seen.goaway.map(|g| g.1),
-        Some(ENHANCE_YOUR_CALM),
-        "GOAWAY ENHANCE_YOUR_CALM: {seen:?}"
-    );
+    for seen in &seen {
+        assert_eq!(
+            seen.goaway.map(|g| g.1),
+            Some(ENHANCE_YOUR_CALM),
+            "GOAWAY ENHANCE_YOUR_CALM: {}",
+            seen.summary()
+        );
+    }
 }
 
 #[tokio::test]
@@ -522,37 +570,58 @@ async fn a_continuation_flood_is_cut_off() {
     // Arrange
     let target = Target::start(&[("MAX_HEADER_LIST_BYTES", "16384")]).await;
     let watch = target.watch().await;
-    let mut conn = RawConn::handshake(target.service.addr()).await;
     let mut junk = Vec::new();
     while junk.len() < 16_000 {
         frames::literal(&mut junk, "x-junk", &[b'a'; 500]);
     }
 
-    // Act: one header block that never ends, up to 64 MiB of it.
-    let mut sent = conn
-        .send(&frames::headers(1, &grpc_block(CREATE), false, false))
-        .await
-        .map(|()| 0usize);
-    let started = Instant::now();
-    while let Ok(bytes) = sent {
-        if bytes >= 64 << 20 || conn.seen().ended().is_some() || started.elapsed() > SLACK * 3 {
-            break;
-        }
-        sent = conn
-            .send(&frames::continuation(1, &junk, false))
+    // Act: one header block that never ends, up to 64 MiB of it, per connection.
+    let outcomes = rounds(|| async {
+        let mut conn = RawConn::handshake(target.service.addr()).await;
+        let mut written = 0usize;
+        let mut open = conn
+            .send(&frames::headers(1, &grpc_block(CREATE), false, false))
             .await
-            .map(|()| bytes + junk.len());
-    }
-    let seen = conn.wait_ended(SLACK).await;
+            .is_ok();
+        let started = Instant::now();
+        while open
+            && written < 64 << 20
+            && conn.seen().ended().is_none()
+            && started.elapsed() < SLACK * 3
+        {
+            open = conn
+                .send(&frames::continuation(1, &junk, false))
+                .await
+                .is_ok();
+            if open {
+                written += junk.len();
+            }
+        }
+        (written, conn.wait_ended(SLACK).await)
+    })
+    .await;
 
     // Assert
+    let seen: Vec<frames::Seen> = outcomes.iter().map(|(_, seen)| seen.clone()).collect();
+    let most_written = outcomes.iter().map(|(written, _)| *written).max();
     watch
         .finish(
             "CONTINUATION flood (16 KB frames, never END_HEADERS)",
-            &format!("sent until {sent:?} bytes; service sent {}", seen.summary()),
+            &format!(
+                "{} connections; at most {most_written:?} CONTINUATION bytes written before the end; each ended after at most {:?}; first: {}",
+                seen.len(),
+                latest_end(&seen),
+                seen[0].summary()
+            ),
         )
         .await;
-    assert!(seen.ended().is_some(), "the connection is ended: {seen:?}");
+    for seen in &seen {
+        assert!(
+            seen.ended().is_some(),
+            "the connection is ended: {}",
+            seen.summary()
+        );
+    }
 }
 
 #[tokio::test]
@@ -799,5 +868,54 @@ async fn a_peer_that_never_answers_ping_is_closed_at_the_keepalive_timeout() {
     assert!(
         closed >= Duration::from_secs(1),
         "not before a PING was due: {closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_never_finishes_fails_at_the_body_timeout() {
+    // Arrange
+    let target = Target::start(&[("REQUEST_BODY_TIMEOUT_SECONDS", "2")]).await;
+    let watch = target.watch().await;
+    let addr = target.service.addr();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{CREATE}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("valid request");
+    let started = Instant::now();
+
+    // Act: a message prefix announcing 1,000 bytes, then 10, then nothing.
+    let (response, mut body) = client.send_request(request, false).expect("send request");
+    body.send_data(Bytes::from_static(&[0, 0, 0, 0x03, 0xe8]), false)
+        .expect("send the prefix");
+    body.send_data(Bytes::from_static(&[0x0a; 10]), false)
+        .expect("send part of the message");
+    let response = tokio::time::timeout(Duration::from_secs(2) + SLACK, response)
+        .await
+        .expect("answered")
+        .expect("a response");
+    let answered = started.elapsed();
+    let grpc_status = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+
+    // Assert
+    watch
+        .finish(
+            "body never finished (REQUEST_BODY_TIMEOUT_SECONDS 2)",
+            &format!("answered grpc-status {grpc_status:?} after {answered:?}"),
+        )
+        .await;
+    assert_eq!(grpc_status.as_deref(), Some("4"), "DEADLINE_EXCEEDED");
+    assert!(
+        answered >= Duration::from_secs(2),
+        "not before the timeout: {answered:?}"
     );
 }
