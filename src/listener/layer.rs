@@ -30,7 +30,7 @@ use tower::{Layer, Service};
 use super::{
     BODY_BUDGET_BYTES,
     conn::{CallGuard, ConnInfo, ConnState},
-    shape::{self, Refusal},
+    shape::{self, Doors, Refusal},
 };
 
 /// See the module docs.
@@ -38,6 +38,7 @@ use super::{
 pub struct ListenerLayer {
     body_timeout: Duration,
     body_budget: usize,
+    doors: Doors,
 }
 
 impl ListenerLayer {
@@ -46,7 +47,16 @@ impl ListenerLayer {
         ListenerLayer {
             body_timeout,
             body_budget: BODY_BUDGET_BYTES,
+            doors: Doors::default(),
         }
+    }
+
+    /// Lets gRPC-Web requests (and their CORS preflight) through to the
+    /// layers behind: for a server that also serves tonic-web, whose
+    /// translation then sits behind this layer.
+    pub fn with_grpc_web(mut self) -> Self {
+        self.doors.grpc_web = true;
+        self
     }
 }
 
@@ -87,7 +97,8 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         if shape::is_grpc_path(request.uri().path())
-            && let Err(refusal) = shape::check(request.method(), request.headers())
+            && let Err(refusal) =
+                shape::check(request.method(), request.headers(), self.layer.doors)
         {
             tracing::debug!(path = request.uri().path(), ?refusal, "not a gRPC request");
             return Box::pin(std::future::ready(Ok(refuse(&refusal))));

@@ -5,9 +5,25 @@
 
 use tonic::codegen::http::{HeaderMap, Method, header};
 
-/// Content types served as gRPC. A gRPC-Web door, when one is added in
-/// front of this check, hands it `application/grpc` after translating.
+/// Content types served as gRPC.
 const GRPC_CONTENT_TYPES: &[&str] = &["application/grpc", "application/grpc+proto"];
+
+/// Content types of gRPC-Web, served only where that door is open
+/// ([`Doors::grpc_web`]): tonic-web translates them behind this check.
+const GRPC_WEB_CONTENT_TYPES: &[&str] = &[
+    "application/grpc-web",
+    "application/grpc-web+proto",
+    "application/grpc-web-text",
+    "application/grpc-web-text+proto",
+];
+
+/// Which protocols the gRPC paths serve besides gRPC itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Doors {
+    /// gRPC-Web: its content types pass, and so does `OPTIONS` (the
+    /// browser's CORS preflight, answered by the CORS layer behind).
+    pub grpc_web: bool,
+}
 
 /// Longest `grpc-timeout` value: the spec allows at most 8 digits.
 const MAX_TIMEOUT_DIGITS: usize = 8;
@@ -39,14 +55,17 @@ pub fn is_grpc_path(path: &str) -> bool {
 
 /// The first reason, in the order a client would fix them, why this
 /// request is not gRPC; `Ok` if it is.
-pub fn check(method: &Method, headers: &HeaderMap) -> Result<(), Refusal> {
+pub fn check(method: &Method, headers: &HeaderMap, doors: Doors) -> Result<(), Refusal> {
+    if doors.grpc_web && method == Method::OPTIONS {
+        return Ok(());
+    }
     if method != Method::POST {
         return Err(Refusal::Method);
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    if !content_type.is_some_and(is_grpc_content_type) {
+    if !content_type.is_some_and(|ct| is_served_content_type(ct, doors)) {
         return Err(Refusal::ContentType);
     }
     // Several values are as malformed as one bad value.
@@ -58,12 +77,18 @@ pub fn check(method: &Method, headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// `application/grpc` or `application/grpc+proto`, any case, parameters
-/// (`; charset=…`) ignored.
-fn is_grpc_content_type(value: &str) -> bool {
+/// `application/grpc` or `application/grpc+proto` (and the gRPC-Web types
+/// when that door is open), any case, parameters (`; charset=…`) ignored.
+fn is_served_content_type(value: &str, doors: Doors) -> bool {
     let media_type = value.split(';').next().unwrap_or_default().trim();
+    let web: &[&str] = if doors.grpc_web {
+        GRPC_WEB_CONTENT_TYPES
+    } else {
+        &[]
+    };
     GRPC_CONTENT_TYPES
         .iter()
+        .chain(web)
         .any(|t| t.eq_ignore_ascii_case(media_type))
 }
 
@@ -83,6 +108,8 @@ mod tests {
     use tonic::codegen::http::HeaderValue;
 
     use super::*;
+
+    const GRPC: Doors = Doors { grpc_web: false };
 
     fn headers(content_type: Option<&str>, timeout: Option<&str>) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -126,13 +153,17 @@ mod tests {
             "application/grpc; charset=utf-8",
         ] {
             assert_eq!(
-                check(&Method::POST, &headers(Some(ct), Some("100m"))),
+                check(&Method::POST, &headers(Some(ct), Some("100m")), GRPC),
                 Ok(()),
                 "{ct}"
             );
         }
         assert_eq!(
-            check(&Method::POST, &headers(Some("application/grpc"), None)),
+            check(
+                &Method::POST,
+                &headers(Some("application/grpc"), None),
+                GRPC
+            ),
             Ok(())
         );
     }
@@ -147,7 +178,7 @@ mod tests {
             Method::HEAD,
         ] {
             assert_eq!(
-                check(&method, &headers(None, None)),
+                check(&method, &headers(None, None), GRPC),
                 Err(Refusal::Method),
                 "{method}"
             );
@@ -166,7 +197,7 @@ mod tests {
             Some(""),
         ] {
             assert_eq!(
-                check(&Method::POST, &headers(ct, None)),
+                check(&Method::POST, &headers(ct, None), GRPC),
                 Err(Refusal::ContentType),
                 "{ct:?}"
             );
@@ -189,14 +220,22 @@ mod tests {
             &long,
         ] {
             assert_eq!(
-                check(&Method::POST, &headers(Some("application/grpc"), Some(t))),
+                check(
+                    &Method::POST,
+                    &headers(Some("application/grpc"), Some(t)),
+                    GRPC
+                ),
                 Err(Refusal::Timeout),
                 "{t:?}"
             );
         }
         for t in ["1H", "99999999M", "0S", "5m", "7u", "1n"] {
             assert_eq!(
-                check(&Method::POST, &headers(Some("application/grpc"), Some(t))),
+                check(
+                    &Method::POST,
+                    &headers(Some("application/grpc"), Some(t)),
+                    GRPC
+                ),
                 Ok(()),
                 "{t}"
             );
@@ -207,6 +246,46 @@ mod tests {
     fn two_timeouts_are_refused() {
         let mut headers = headers(Some("application/grpc"), Some("1S"));
         headers.append("grpc-timeout", HeaderValue::from_static("2S"));
-        assert_eq!(check(&Method::POST, &headers), Err(Refusal::Timeout));
+        assert_eq!(check(&Method::POST, &headers, GRPC), Err(Refusal::Timeout));
+    }
+}
+
+#[cfg(test)]
+mod web_tests {
+    use tonic::codegen::http::HeaderValue;
+
+    use super::*;
+
+    const WEB: Doors = Doors { grpc_web: true };
+
+    fn with_type(ct: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        headers
+    }
+
+    #[test]
+    fn grpc_web_types_and_preflight_pass_only_where_that_door_is_open() {
+        for ct in ["application/grpc-web", "application/grpc-web-text+proto"] {
+            assert_eq!(check(&Method::POST, &with_type(ct), WEB), Ok(()), "{ct}");
+            assert_eq!(
+                check(&Method::POST, &with_type(ct), Doors::default()),
+                Err(Refusal::ContentType),
+                "{ct}"
+            );
+        }
+        assert_eq!(check(&Method::OPTIONS, &HeaderMap::new(), WEB), Ok(()));
+        assert_eq!(
+            check(&Method::OPTIONS, &HeaderMap::new(), Doors::default()),
+            Err(Refusal::Method)
+        );
+        assert_eq!(
+            check(&Method::GET, &with_type("application/grpc-web"), WEB),
+            Err(Refusal::Method)
+        );
+        assert_eq!(
+            check(&Method::POST, &with_type("application/json"), WEB),
+            Err(Refusal::ContentType)
+        );
     }
 }
