@@ -24,7 +24,9 @@ use prost::bytes::Bytes;
 use tokio::{task::JoinHandle, time::Instant};
 use tonic::codegen::http;
 
-use crate::support::{RedisServer, Service, ServiceEnv, get_request, run_with_timeout, user};
+use crate::support::{
+    Certs, RedisServer, Service, ServiceEnv, get_request, run_with_timeout, user,
+};
 
 use frames::{RawConn, grpc_block};
 
@@ -105,8 +107,16 @@ struct Target {
 
 impl Target {
     async fn start(vars: &[(&str, &str)]) -> Self {
+        Self::start_with(vars, |env| env).await
+    }
+
+    /// As [`start`](Self::start), the environment first passed through `tweak`.
+    async fn start_with(
+        vars: &[(&str, &str)],
+        tweak: impl FnOnce(ServiceEnv) -> ServiceEnv,
+    ) -> Self {
         let redis = RedisServer::start();
-        let mut env = ServiceEnv::standalone(&redis);
+        let mut env = tweak(ServiceEnv::standalone(&redis));
         for (name, value) in vars {
             env = env.env(name, value);
         }
@@ -917,5 +927,60 @@ async fn a_body_that_never_finishes_fails_at_the_body_timeout() {
     assert!(
         answered >= Duration::from_secs(2),
         "not before the timeout: {answered:?}"
+    );
+}
+
+#[tokio::test]
+async fn tls_handshakes_that_stall_are_closed_at_the_handshake_timeout() {
+    // Arrange
+    let certs = Certs::generate();
+    let target = Target::start_with(&[("HANDSHAKE_TIMEOUT_SECONDS", "1")], |env| {
+        env.grpc_tls(&certs)
+    })
+    .await;
+    let watch = target.watch().await;
+    // A TLS record header announcing a 512-byte ClientHello, and only the
+    // first 64 bytes of it: past the 24 bytes a plaintext preface needs.
+    let mut partial_hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    partial_hello.resize(64, 0x2a);
+
+    // Act: 10 connections that say nothing, 10 that stop inside the ClientHello.
+    let mut conns = Vec::new();
+    for i in 0..20 {
+        let mut conn = RawConn::connect(target.service.addr()).await;
+        if i % 2 == 1 {
+            conn.send(&partial_hello)
+                .await
+                .expect("send part of a ClientHello");
+        }
+        conns.push(conn);
+    }
+    let mut closed = Vec::new();
+    for conn in &conns {
+        closed.push(
+            conn.wait_closed(Duration::from_secs(1) + SLACK)
+                .await
+                .closed,
+        );
+    }
+
+    // Assert
+    let latest = closed.iter().flatten().max().copied();
+    let earliest = closed.iter().flatten().min().copied();
+    watch
+        .finish(
+            "stalled TLS handshakes (10 silent + 10 half ClientHello, handshake 1 s)",
+            &format!("closed between {earliest:?} and {latest:?} after connecting"),
+        )
+        .await;
+    assert!(
+        closed.iter().all(Option::is_some),
+        "every stalled handshake is closed: {closed:?}"
+    );
+    assert!(
+        earliest.is_some_and(|t| t >= Duration::from_secs(1)),
+        "none before the timeout"
     );
 }
