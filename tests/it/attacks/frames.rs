@@ -177,13 +177,15 @@ pub struct RawConn {
 impl RawConn {
     /// Connects; sends nothing.
     pub async fn connect(addr: std::net::SocketAddr) -> Self {
+        // Before connecting, so that times measured from here are never
+        // shorter than the service's own, which start at accept.
+        let started = Instant::now();
         let stream = TcpStream::connect(addr)
             .await
             .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
         stream.set_nodelay(true).expect("set TCP_NODELAY");
         let (read, write) = stream.into_split();
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let started = Instant::now();
         tokio::spawn(read_frames(read, Arc::clone(&seen), started));
         RawConn { write, seen }
     }
