@@ -126,6 +126,9 @@ impl RedisServerBuilder {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             // Fault tests freeze the server with `DEBUG SLEEP` (refused by default since 7.0).
             .args(["--enable-debug-command", "local"])
+            // A primary waits 5 s (the default) for more replicas before a
+            // diskless full sync; every replica and cluster test paid it.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(dir.path())
             .arg("--logfile")
