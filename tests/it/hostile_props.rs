@@ -23,7 +23,7 @@ use user_service::{
     pb::user::v1::{CreateUserRequest, GetUserRequest},
 };
 
-use crate::support::{App, RedisServer, ServiceEnv, bad_fields, code_of};
+use crate::support::{App, RedisServer, ServiceEnv, bad_fields, code_of, stored_value};
 
 /// Enough cases to hit every path many times; about 6 s in a debug build.
 const CASES: u32 = 1_000;
@@ -356,12 +356,13 @@ fn arbitrary_requests_get_only_the_predicted_answers_and_write_only_user_keys() 
             };
             let accepted = model.ever_created.contains(id) && documented_id(id);
             // A user created with a 1-2 s ttl can expire between SCAN and
-            // GET: a key gone by then holds nothing wrong.
-            let holds_another = redis.get(key).is_some_and(|json| {
-                let stored_id = serde_json::from_str::<serde_json::Value>(&json)
-                    .ok()
-                    .and_then(|user| user["id"].as_str().map(str::to_owned));
-                stored_id.as_deref() != Some(id)
+            // GET: a key gone by then holds nothing wrong. Otherwise it holds
+            // exactly the last user the model saw created under that id.
+            let holds_another = redis.get(key).is_some_and(|stored| {
+                model
+                    .users
+                    .get(id)
+                    .is_none_or(|user| stored != stored_value(id, &user.name, &user.email))
             });
             !accepted || holds_another
         })
