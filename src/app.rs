@@ -30,8 +30,12 @@ use crate::{
 /// field), small enough to bound memory per call.
 pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
-/// Name of the user service in health checks.
-const USER_SERVICE_NAME: &str = "user.v1.UserService";
+/// Name of the user service in health checks (readiness, like `""`).
+pub const USER_SERVICE_NAME: &str = "user.v1.UserService";
+/// Health name of liveness: SERVING while the process serves, whatever
+/// Redis does, so a liveness probe never restarts an instance for an outage
+/// it cannot mend.
+pub const LIVENESS_NAME: &str = "liveness";
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +65,9 @@ pub enum AppError {
     },
 }
 
-/// Serves on `listener` until `shutdown` resolves, then drains in-flight
-/// calls for up to the configured grace period.
+/// Serves on `listener` until `shutdown` resolves; then readiness turns
+/// NOT_SERVING while calls are still answered for the drain period, and
+/// after it the listener closes and in-flight calls get the grace period.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -80,6 +85,9 @@ pub async fn run(
     };
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
+    reporter
+        .set_service_status(LIVENESS_NAME, ServingStatus::Serving)
+        .await;
     // After `metrics::install`, so that the per-call series bind to the exporter.
     let calls = CallsLayer::new(&[
         pb::FILE_DESCRIPTOR_SET,
@@ -140,15 +148,28 @@ pub async fn run(
         result = &mut server => result.map_err(AppError::from),
         fatal = store.fatal() => Err(AppError::Redis(fatal)),
         () = shutdown => {
-            tracing::info!(grace = ?config.shutdown_grace, "shutting down: health NOT_SERVING, draining in-flight calls");
+            tracing::info!(drain = ?config.shutdown_drain, grace = ?config.shutdown_grace, "stop requested: readiness NOT_SERVING; still answering while balancers notice");
             follower.abort();
             set_health(&reporter, ServingStatus::NotServing).await;
-            let _ = stop_tx.send(());
-            match tokio::time::timeout(config.shutdown_grace, &mut server).await {
-                Ok(result) => result.map_err(AppError::from),
-                Err(_) => {
-                    tracing::warn!("grace period over; dropping calls still in flight");
-                    Ok(())
+            // The drain: the listener keeps accepting and answering, so a
+            // balancer that has not yet seen NOT_SERVING loses no call.
+            let drained = tokio::select! {
+                result = &mut server => Some(result.map_err(AppError::from)),
+                fatal = store.fatal() => Some(Err(AppError::Redis(fatal))),
+                () = tokio::time::sleep(config.shutdown_drain) => None,
+            };
+            match drained {
+                Some(ended) => ended,
+                None => {
+                    tracing::info!(grace = ?config.shutdown_grace, "drain over: no new connections, GOAWAY sent, finishing in-flight calls");
+                    let _ = stop_tx.send(());
+                    match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+                        Ok(result) => result.map_err(AppError::from),
+                        Err(_) => {
+                            tracing::warn!("grace period over; dropping calls still in flight");
+                            Ok(())
+                        }
+                    }
                 }
             }
         }

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use tonic_health::pb::health_check_response::ServingStatus;
 use user_service::{
     app,
     config::{Cli, Command, Config, HealthArgs, ProbeConfig, ServeArgs},
@@ -14,7 +13,20 @@ use user_service::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            // Usage errors exit 1 (clap's own default is 2), which is also
+            // what `health` promises for bad arguments: 2 there means
+            // "cannot connect".
+            return if err.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     tls::install_crypto_provider();
     let result = match cli.command {
         Some(Command::Health(args)) => {
@@ -77,11 +89,11 @@ async fn serve_with(config: Config) -> anyhow::Result<ExitCode> {
 
 async fn health(args: &HealthArgs, listen_addr: &str) -> anyhow::Result<ExitCode> {
     let config = ProbeConfig::from_args(args, listen_addr)?;
-    let status = probe::check(&config).await?;
-    println!("{}", status.as_str_name());
-    Ok(if status == ServingStatus::Serving {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let outcome = probe::check(&config).await;
+    let exit = probe::ProbeExit::of(&outcome);
+    match outcome {
+        Ok(status) => println!("{}", status.as_str_name()),
+        Err(err) => eprintln!("user-service: health: {:#}", anyhow::Error::new(err)),
+    }
+    Ok(ExitCode::from(exit.code()))
 }

@@ -25,7 +25,9 @@ pub struct Cli {
 /// Subcommands besides serving.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Ask a running server for its health; exit 0 when it is SERVING (for container healthchecks).
+    /// Ask a running server for its health (for container healthchecks); exit
+    /// codes as grpc_health_probe's: 0 SERVING, 1 bad arguments, 2 cannot
+    /// connect, 3 the health call failed (an unknown --service too), 4 not serving.
     Health(HealthArgs),
 }
 
@@ -38,6 +40,9 @@ pub struct HealthArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 3, value_name = "SECONDS")]
     pub timeout: u64,
+    /// Health name to ask: "" or user.v1.UserService (readiness: Redis can serve), or liveness (the process serves).
+    #[arg(long, default_value = "", value_name = "NAME")]
+    pub service: String,
     /// CA (PEM) that verifies the server's certificate; turns on TLS (for a server with TLS_CERT_FILE).
     #[arg(long, env = "HEALTH_TLS_CA_FILE", value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
@@ -136,7 +141,10 @@ pub struct ServeArgs {
     /// machine (measured in bench/RESULTS.md); more: a work-stealing pool.
     #[arg(long, env = "WORKER_THREADS", default_value = "1")]
     pub worker_threads: String,
-    /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
+    /// Seconds after SIGTERM/SIGINT during which health says NOT_SERVING but calls are still answered, so balancers stop sending first.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECONDS", default_value = "5")]
+    pub shutdown_drain_seconds: String,
+    /// Seconds in-flight calls get to finish after the drain, once the listener stops accepting.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value = "10")]
     pub shutdown_grace_seconds: String,
     /// Replicas that must hold a created user before CreateUser answers OK (Redis `WAIT`); 0: do not wait.

@@ -139,7 +139,10 @@ pub struct Config {
     pub max_concurrent_calls: usize,
     /// Threads of the runtime that serves calls (1: a single event loop).
     pub worker_threads: usize,
-    /// Time in-flight calls get to finish on shutdown.
+    /// Time after a stop request during which health says NOT_SERVING but
+    /// the listener still accepts and answers.
+    pub shutdown_drain: Duration,
+    /// Time in-flight calls get to finish once the drain is over.
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics; `None`: not at all.
     pub metrics_addr: Option<SocketAddr>,
@@ -261,6 +264,7 @@ impl Config {
         let max_concurrent_calls =
             problems.number("MAX_CONCURRENT_CALLS", &args.max_concurrent_calls, 1usize);
         let worker_threads = problems.number("WORKER_THREADS", &args.worker_threads, 1usize);
+        let drain = problems.number("SHUTDOWN_DRAIN_SECONDS", &args.shutdown_drain_seconds, 0u64);
         let grace = problems.number("SHUTDOWN_GRACE_SECONDS", &args.shutdown_grace_seconds, 0u64);
         let write_replicas =
             problems.number("REDIS_WRITE_REPLICAS", &args.redis_write_replicas, 0u32);
@@ -303,6 +307,7 @@ impl Config {
                 log_filter: args.log_filter.clone(),
                 max_concurrent_calls: max_concurrent_calls?,
                 worker_threads: worker_threads?,
+                shutdown_drain: Duration::from_secs(drain?),
                 shutdown_grace: Duration::from_secs(grace?),
                 metrics_addr: metrics_addr?,
                 listener: listener_limits?,

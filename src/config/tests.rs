@@ -27,6 +27,8 @@ fn defaults_match_the_design() {
     assert_eq!(config.log_format, LogFormat::Text);
     assert_eq!(config.redis.write_replicas, 0);
     assert_eq!(config.metrics_addr, None, "metrics are off by default");
+    assert_eq!(config.shutdown_drain, Duration::from_secs(5));
+    assert_eq!(config.shutdown_grace, Duration::from_secs(10));
 }
 
 #[test]
@@ -352,6 +354,7 @@ fn every_bad_number_is_reported_at_once() {
         ("--redis-connect-timeout-ms", "REDIS_CONNECT_TIMEOUT_MS"),
         ("--max-concurrent-calls", "MAX_CONCURRENT_CALLS"),
         ("--worker-threads", "WORKER_THREADS"),
+        ("--shutdown-drain-seconds", "SHUTDOWN_DRAIN_SECONDS"),
         ("--shutdown-grace-seconds", "SHUTDOWN_GRACE_SECONDS"),
         ("--redis-write-replicas", "REDIS_WRITE_REPLICAS"),
     ];

@@ -13,8 +13,10 @@ use crate::{
 pub struct ProbeConfig {
     /// Server to ask, as HOST:PORT.
     pub addr: String,
-    /// Limit of the whole check.
+    /// Limit of connecting, and again of the call.
     pub timeout: Duration,
+    /// Health name asked about (`""`: overall readiness).
+    pub service: String,
     /// TLS towards the server; `None`: plaintext.
     pub tls: Option<ProbeTls>,
 }
@@ -82,6 +84,7 @@ impl ProbeConfig {
         problems.finish(Some(ProbeConfig {
             addr,
             timeout: Duration::from_secs(args.timeout),
+            service: args.service.clone(),
             tls,
         }))
     }

@@ -9,6 +9,7 @@ mod auth;
 mod cluster;
 mod cluster_faults;
 mod dev_certs;
+mod drain;
 mod durable_writes;
 mod faults;
 mod grpcurl;

@@ -156,37 +156,64 @@ async fn health_subcommand_exits_zero_against_a_serving_instance() {
     // Arrange
     let redis = RedisServer::start();
     let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let addr = service.addr().to_string();
 
     // Act
-    let output = health_subcommand(&service.addr().to_string());
+    let outcomes: Vec<(&str, Output)> = ["", "user.v1.UserService", "liveness"]
+        .into_iter()
+        .map(|name| (name, health_subcommand(&addr, &["--service", name])))
+        .collect();
 
     // Assert
-    assert!(output.status.success(), "{output:?}");
+    for (name, output) in outcomes {
+        assert_eq!(output.status.code(), Some(0), "{name:?}: {output:?}");
+        assert_eq!(output.stdout.trim(), "SERVING", "{name:?}");
+    }
 }
 
 #[test]
-fn health_subcommand_fails_where_nothing_listens() {
+fn health_subcommand_exits_two_where_nothing_listens() {
     // Arrange
     let addr = format!("127.0.0.1:{}", free_port());
 
     // Act
-    let output = health_subcommand(&addr);
+    let output = health_subcommand(&addr, &[]);
 
     // Assert
-    assert!(!output.status.success(), "{output:?}");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+#[test]
+fn health_subcommand_exits_one_on_bad_arguments() {
+    // Act
+    let unknown_flag = health_subcommand("127.0.0.1:1", &["--no-such-flag"]);
+    let bad_addr = health_subcommand("not an address", &[]);
+
+    // Assert
+    assert_eq!(unknown_flag.status.code(), Some(1), "{unknown_flag:?}");
+    assert_eq!(bad_addr.status.code(), Some(1), "{bad_addr:?}");
 }
 
 #[tokio::test]
-async fn health_subcommand_fails_against_a_not_serving_instance() {
-    // Arrange: Redis is absent, so the instance answers NOT_SERVING.
+async fn health_subcommand_tells_not_serving_from_alive_and_unknown() {
+    // Arrange: Redis is absent, so readiness is NOT_SERVING while the
+    // process itself serves.
     let service = Service::spawn(ServiceEnv::standalone_at(free_port()));
     service.wait_for_health(ServingStatus::NotServing).await;
+    let addr = service.addr().to_string();
 
     // Act
-    let output = health_subcommand(&service.addr().to_string());
+    let readiness = health_subcommand(&addr, &[]);
+    let user_service = health_subcommand(&addr, &["--service", "user.v1.UserService"]);
+    let liveness = health_subcommand(&addr, &["--service", "liveness"]);
+    let unknown = health_subcommand(&addr, &["--service", "no.such.Service"]);
 
     // Assert
-    assert!(!output.status.success(), "{output:?}");
+    assert_eq!(readiness.status.code(), Some(4), "{readiness:?}");
+    assert_eq!(readiness.stdout.trim(), "NOT_SERVING");
+    assert_eq!(user_service.status.code(), Some(4), "{user_service:?}");
+    assert_eq!(liveness.status.code(), Some(0), "{liveness:?}");
+    assert_eq!(unknown.status.code(), Some(3), "{unknown:?}");
 }
 
 #[test]
@@ -248,7 +275,12 @@ async fn json_log_format_writes_one_json_object_per_line() {
     );
 }
 
-/// Runs `user-service health --addr <addr>`.
-fn health_subcommand(addr: &str) -> Output {
-    run_with_timeout(service_command().args(["health", "--addr", addr]), QUICK)
+/// Runs `user-service health --addr <addr> <extra...>`.
+fn health_subcommand(addr: &str, extra: &[&str]) -> Output {
+    run_with_timeout(
+        service_command()
+            .args(["health", "--addr", addr])
+            .args(extra),
+        QUICK,
+    )
 }

@@ -154,6 +154,11 @@ impl Service {
         if !env.vars.contains_key("RUST_LOG") {
             env = env.env("RUST_LOG", "info");
         }
+        // No drain unless a test asks for one (tests/it/drain.rs): the
+        // others would wait it out at every SIGTERM.
+        if !env.vars.contains_key("SHUTDOWN_DRAIN_SECONDS") {
+            env = env.env("SHUTDOWN_DRAIN_SECONDS", "0");
+        }
         let child = service_command()
             .envs(env.vars)
             .env("RUST_BACKTRACE", "1")
