@@ -114,6 +114,23 @@ class RedisServer:
     def stop(self) -> None:
         _stop(self.proc)
 
+    def restart(self, while_down: Optional[Callable[[], None]] = None) -> None:
+        """SAVE, stop, run `while_down`, and start again on the same port and
+        directory: the users come back from the RDB file, as after a Redis
+        restart in production."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"SAVE\r\n")
+            if not sock.recv(16).startswith(b"+OK"):
+                pytest.fail(f"SAVE refused on {self.port}:\n{_tail(self.log)}", pytrace=False)
+        args = self.proc.args
+        self.stop()
+        if while_down is not None:
+            while_down()
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        self._wait_for_pong()
+
 
 class UserService:
     """The user-service binary on a free port, in front of `redis`."""

@@ -12,11 +12,18 @@ violations the server sends, read with grpcio-status.
 Every call has a deadline: `timeout` (seconds) per call, else the client's
 default. The server keeps its Redis work inside that deadline and answers
 DEADLINE_EXCEEDED when it cannot.
+
+The channel follows clients/service_config.json: gRPC itself retries the
+idempotent reads (GetUser, BatchGetUsers, Health/Check) on UNAVAILABLE and
+RESOURCE_EXHAUSTED, with backoff, within the call's deadline; CreateUser is
+never retried (a create whose answer was lost may have been applied, and a
+second one would answer ALREADY_EXISTS), so its failures reach the caller.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +58,17 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
+
+# The repository's gRPC service config (retry policy per method).
+SERVICE_CONFIG_PATH = Path(__file__).resolve().parent.parent / "service_config.json"
+
+
+def load_service_config(path: Path = SERVICE_CONFIG_PATH) -> str:
+    """The service config as the JSON text grpc's channel option takes; a
+    file that is not JSON fails here, not silently inside grpc."""
+    text = path.read_text(encoding="utf-8")
+    json.loads(text)
+    return text
 
 
 # === values ===
@@ -178,14 +196,23 @@ class UserClient:
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         credentials: Optional[grpc.ChannelCredentials] = None,
+        service_config: Optional[str] = None,
     ) -> None:
         """`target` is host:port; `timeout` the default deadline of each call in
-        seconds; `credentials` switches to TLS (the default is plaintext)."""
+        seconds; `credentials` switches to TLS (the default is plaintext);
+        `service_config` the gRPC service config as JSON text (default:
+        clients/service_config.json, "" for none)."""
         self._timeout = timeout
+        config = load_service_config() if service_config is None else service_config
+        # The channel's config wins over any the name resolver could supply
+        # (DNS TXT records), so retries do not depend on the deployment.
+        options = [("grpc.enable_retries", 1)]
+        if config:
+            options += [("grpc.service_config", config), ("grpc.service_config_disable_resolution", 1)]
         self._channel = (
-            grpc.secure_channel(target, credentials)
+            grpc.secure_channel(target, credentials, options=options)
             if credentials is not None
-            else grpc.insecure_channel(target)
+            else grpc.insecure_channel(target, options=options)
         )
         self._users = user_pb2_grpc.UserServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
