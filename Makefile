@@ -29,6 +29,7 @@ lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
 	scripts/proto-check.sh
+	promtool check rules deploy/prometheus/alerts.yaml
 	shellcheck scripts/*.sh .ci/run clients/python/generate.sh $(wildcard deploy/*.sh deploy/*/*.sh)
 
 # Service vs redis-benchmark at 1, 32 and 128 callers, plus cluster rows (see bench/RESULTS.md).
