@@ -8,6 +8,7 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
+    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
 };
 use rustls::AlertDescription;
 use std::{error::Error as _, sync::Arc, time::Duration};
@@ -74,6 +75,57 @@ impl RedisConn {
         map.sort();
         Ok(Some(map))
     }
+}
+
+impl RedisConn {
+    /// Whether some node of `primaries` (each "host:port") answers PING,
+    /// asked all at once so that a dead node's connection attempts cannot
+    /// delay the answer of a live one. Standalone: PING to the server.
+    pub async fn ping_any(&self, primaries: &[String]) -> Result<(), RedisError> {
+        let Self::Cluster(cluster) = self else {
+            let mut conn = self.clone();
+            return redis::cmd("PING").query_async::<()>(&mut conn).await;
+        };
+        let mut pings = JoinSet::new();
+        for addr in primaries {
+            let Some((host, port)) = addr
+                .rsplit_once(':')
+                .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+            else {
+                continue;
+            };
+            let mut cluster = cluster.clone();
+            pings.spawn(async move {
+                let route =
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                cluster.route_command(redis::cmd("PING"), route).await
+            });
+        }
+        let mut last = RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+            "no primary to ask",
+        ));
+        while let Some(joined) = pings.join_next().await {
+            match joined {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(err)) => last = err,
+                Err(_) => {}
+            }
+        }
+        Err(last)
+    }
+}
+
+/// True when the ranges of `map` give every one of the 16384 slots a primary.
+pub fn covers_every_slot(map: &SlotMap) -> bool {
+    let mut next: u32 = 0;
+    for (start, end, _) in map {
+        if u32::from(*start) > next {
+            return false;
+        }
+        next = next.max(u32::from(*end) + 1);
+    }
+    next >= 16_384
 }
 
 /// One `CLUSTER SLOTS` entry, `[start, end, [host, port, id, ...], replicas...]`.
@@ -363,6 +415,22 @@ mod tests {
     /// wraps the rustls error in an io::Error, redis wraps that.
     fn handshake_error(tls: rustls::Error) -> RedisError {
         RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, tls))
+    }
+
+    #[test]
+    fn a_slot_map_covers_every_slot_only_without_gaps() {
+        let node = |n: u16| format!("10.0.0.{n}:6379");
+        let full = vec![
+            (0, 5460, node(1)),
+            (5461, 10922, node(2)),
+            (10923, 16383, node(3)),
+        ];
+        assert!(covers_every_slot(&full));
+        let gap = vec![(0, 5460, node(1)), (10923, 16383, node(3))];
+        assert!(!covers_every_slot(&gap));
+        let short = vec![(0, 16382, node(1))];
+        assert!(!covers_every_slot(&short));
+        assert!(!covers_every_slot(&Vec::new()));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use redis::RedisError;
 
 use super::{
     FailureKind, Links, READINESS_PROBE_KEY, RedisConn, Shared,
-    conn::{self, ConnectError},
+    conn::{self, ConnectError, SlotMap},
     topology::{TopologyChange, TopologyWatch},
 };
 use crate::{config::RedisConfig, metrics};
@@ -85,15 +85,19 @@ async fn monitor(config: &RedisConfig, shared: &Shared, links: Links) {
     let Links { reader, writer } = links;
     let mut serving = false;
     let mut topology = TopologyWatch::default();
+    // The cluster's slot map as last read, for the readiness check when the
+    // node asked for a fresh one does not answer.
+    let mut known_map: Option<SlotMap> = None;
     let mut ticker = tokio::time::interval(CHECK_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let checked = match tokio::time::timeout(config.timeout, check(&writer)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(NotReady::Refused(err)),
-            Err(_) => Err(NotReady::TimedOut),
-        };
+        let checked =
+            match tokio::time::timeout(config.timeout, check(&writer, &mut known_map)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(NotReady::Refused(err)),
+                Err(_) => Err(NotReady::TimedOut),
+            };
         let ok = checked.is_ok();
         if ok != serving {
             match checked {
@@ -117,20 +121,19 @@ async fn monitor(config: &RedisConfig, shared: &Shared, links: Links) {
     }
 }
 
-/// Whether Redis takes writes. Standalone: a `SET ... XX` of a key that
+/// Whether Redis can serve. Standalone: a `SET ... XX` of a key that
 /// never exists, which writes nothing but is refused like any write by a
 /// full (`OOM` under `noeviction`), read-only (a demoted primary), loading
-/// or busy server; PING would answer all of those. Cluster: PING to some
-/// node, since readiness means "some primary answers" there and one
-/// slot's refusal must not take the whole service out.
+/// or busy server; PING would answer all of those. Cluster: see
+/// [`check_cluster`].
 ///
 /// Sent on the writer connection, so that a write the server holds back
 /// (`CLIENT PAUSE WRITE`) stalls the check and not the reads.
-async fn check(writer: &RedisConn) -> Result<(), RedisError> {
-    let mut writer = writer.clone();
+async fn check(writer: &RedisConn, known_map: &mut Option<SlotMap>) -> Result<(), RedisError> {
     if writer.is_cluster() {
-        return redis::cmd("PING").query_async::<()>(&mut writer).await;
+        return check_cluster(writer, known_map).await;
     }
+    let mut writer = writer.clone();
     redis::cmd("SET")
         .arg(READINESS_PROBE_KEY)
         .arg("")
@@ -139,6 +142,44 @@ async fn check(writer: &RedisConn) -> Result<(), RedisError> {
         .arg(1)
         .query_async::<()>(&mut writer)
         .await
+}
+
+/// Cluster readiness: every slot has a primary in the slot map, and some
+/// primary answers. One dead primary must not take the whole service out
+/// (calls for its slots fail on their own, `UNAVAILABLE`); a cluster whose
+/// map leaves slots without an owner is down. `CLUSTER INFO`'s
+/// `cluster_state` would say more, but the least-privilege ACL user
+/// (deploy/secured/users.acl) may not send it.
+async fn check_cluster(
+    writer: &RedisConn,
+    known_map: &mut Option<SlotMap>,
+) -> Result<(), RedisError> {
+    let mut reader = writer.clone();
+    // A half-second bound, so that asking a dead node for the map leaves
+    // time to ping the others with the map already known.
+    if let Ok(Ok(Some(map))) =
+        tokio::time::timeout(Duration::from_millis(500), reader.slot_map()).await
+    {
+        *known_map = Some(map);
+    }
+    let Some(map) = known_map.as_ref() else {
+        return Err(cluster_down("the cluster's slot map could not be read"));
+    };
+    if !conn::covers_every_slot(map) {
+        return Err(cluster_down("some slots have no primary"));
+    }
+    let mut primaries: Vec<String> = map.iter().map(|(_, _, addr)| addr.clone()).collect();
+    primaries.sort();
+    primaries.dedup();
+    writer.ping_any(&primaries).await
+}
+
+/// The error a readiness check reports for a cluster that cannot serve.
+fn cluster_down(why: &'static str) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+        why,
+    ))
 }
 
 /// Reads the cluster's slot map (nothing in standalone mode) and logs a

@@ -8,6 +8,7 @@ mod attacks;
 mod auth;
 mod cluster;
 mod cluster_faults;
+mod cluster_health;
 mod dev_certs;
 mod drain;
 mod durable_writes;
