@@ -23,6 +23,7 @@ use crate::{
     pb::{self, user::v1::user_service_server::UserServiceServer},
     service::{self, UserApi},
     store::{ConnectError, UserStore},
+    trace,
 };
 
 /// Largest request or response message accepted. Large enough that a
@@ -122,6 +123,8 @@ pub async fn run(
         // Outermost, so that calls the listener refuses (a malformed
         // grpc-timeout) and those that never reach a handler are counted too.
         .layer(calls)
+        // A server span per call, parented on the caller's traceparent.
+        .layer(trace::TraceLayer)
         .layer(ListenerLayer::new(limits.request_body_timeout));
     if let Some(tls) = &config.tls {
         builder = builder

@@ -9,7 +9,7 @@ use clap::Parser;
 use user_service::{
     app,
     config::{Cli, Command, Config, HealthArgs, ProbeConfig, ServeArgs},
-    probe, signal, telemetry, tls,
+    probe, signal, telemetry, tls, trace,
 };
 
 fn main() -> ExitCode {
@@ -64,8 +64,27 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_args(args)?;
-    telemetry::init(config.log_format, &config.log_filter)?;
-    runtime(config.worker_threads)?.block_on(serve_with(config))
+    runtime(config.worker_threads)?.block_on(async {
+        // Inside the runtime: the OTLP exporter's channel runs on it.
+        let tracer = trace::provider(&config.trace)?;
+        telemetry::init(config.log_format, &config.log_filter, &tracer)?;
+        let served = serve_with(config).await;
+        flush_traces(tracer).await;
+        served
+    })
+}
+
+/// Exports the spans still buffered. On a blocking thread: the exporter's
+/// calls need this runtime to keep running meanwhile.
+async fn flush_traces(tracer: opentelemetry_sdk::trace::SdkTracerProvider) {
+    let flushed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || tracer.shutdown()),
+    )
+    .await;
+    if !matches!(flushed, Ok(Ok(Ok(())))) {
+        eprintln!("user-service: some spans could not be exported before exit");
+    }
 }
 
 async fn serve_with(config: Config) -> anyhow::Result<ExitCode> {

@@ -150,6 +150,12 @@ pub struct ServeArgs {
     /// Replicas that must hold a created user before CreateUser answers OK (Redis `WAIT`); 0: do not wait.
     #[arg(long, env = "REDIS_WRITE_REPLICAS", default_value = "0")]
     pub redis_write_replicas: String,
+    /// Export traces over OTLP/gRPC to this collector, e.g. http://collector:4317 (off when unset; W3C traceparent is honoured either way).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// service.name of exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "user-service")]
+    pub otel_service_name: String,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (off when unset).
     #[arg(long, env = "METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,

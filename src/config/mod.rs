@@ -146,8 +146,19 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics; `None`: not at all.
     pub metrics_addr: Option<SocketAddr>,
+    /// Trace export.
+    pub trace: TraceConfig,
     /// Limits of the gRPC listener (connections, streams, timeouts).
     pub listener: ListenerLimits,
+}
+
+/// Where traces go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceConfig {
+    /// OTLP/gRPC collector; `None`: spans are not exported.
+    pub endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
 }
 
 /// Every configuration problem found, each naming its variable.
@@ -310,6 +321,13 @@ impl Config {
                 shutdown_drain: Duration::from_secs(drain?),
                 shutdown_grace: Duration::from_secs(grace?),
                 metrics_addr: metrics_addr?,
+                trace: TraceConfig {
+                    endpoint: args
+                        .otel_exporter_otlp_endpoint
+                        .clone()
+                        .filter(|endpoint| !endpoint.trim().is_empty()),
+                    service_name: args.otel_service_name.clone(),
+                },
                 listener: listener_limits?,
             })
         })();

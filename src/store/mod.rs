@@ -8,6 +8,7 @@
 mod conn;
 mod failure;
 mod node;
+mod span;
 mod supervise;
 mod topology;
 mod value;
@@ -19,6 +20,7 @@ use std::{
 
 use redis::{Cmd, RedisError, Value};
 use tokio::{sync::watch, task::AbortHandle};
+use tracing::Instrument;
 
 use crate::{
     config::RedisConfig,
@@ -261,7 +263,9 @@ impl UserStore {
             .arg(user.ttl_seconds);
         let mut writer = self.links()?.writer.clone();
         let reply: Value = if self.shared.write_replicas == 0 {
-            set.query_async(&mut writer).await?
+            set.query_async(&mut writer)
+                .instrument(span::redis("SET"))
+                .await?
         } else {
             self.set_and_wait(&mut writer, set, deadline).await?
         };
@@ -293,6 +297,7 @@ impl UserStore {
             .arg(wanted)
             .arg(wait_ms)
             .query_async(writer)
+            .instrument(span::redis("SET WAIT"))
             .await?;
         // A create that found the id taken wrote nothing: its answer does not
         // depend on replicas.
@@ -321,6 +326,7 @@ impl UserStore {
             .strlen(&key)
             .pttl(&key)
             .query_async(&mut conn)
+            .instrument(span::redis("GETRANGE STRLEN PTTL"))
             .await;
         let (prefix, len, pttl) = match pipelined {
             // A slot being migrated: the client sends ASKING once before the

@@ -28,4 +28,5 @@ mod startup;
 mod stored_values;
 mod tls_grpc;
 mod tls_redis;
+mod traces;
 mod validation;
