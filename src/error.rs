@@ -108,6 +108,32 @@ impl ServiceError {
     }
 }
 
+impl ServiceError {
+    /// The `google.rpc.ErrorInfo` metadata (AIP-193): for invalid input the
+    /// bad fields, for a Redis failure its kind, so a client can branch on
+    /// them without parsing the message.
+    pub fn metadata(&self) -> std::collections::HashMap<String, String> {
+        let mut metadata = std::collections::HashMap::new();
+        match self {
+            Self::Invalid(invalid) => {
+                let fields: Vec<&str> = invalid.violations.iter().map(|v| v.field).collect();
+                metadata.insert("fields".to_owned(), fields.join(","));
+            }
+            Self::RedisTimeout => {
+                metadata.insert(
+                    "redis_failure".to_owned(),
+                    FailureKind::Timeout.label().to_owned(),
+                );
+            }
+            Self::Store(err) => {
+                metadata.insert("redis_failure".to_owned(), err.kind().label().to_owned());
+            }
+            _ => {}
+        }
+        metadata
+    }
+}
+
 /// The error and all its causes on one line, for logs.
 pub fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
@@ -123,7 +149,7 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Self {
         let mut details = ErrorDetails::new();
-        details.set_error_info(err.reason(), ERROR_DOMAIN, std::collections::HashMap::new());
+        details.set_error_info(err.reason(), ERROR_DOMAIN, err.metadata());
         let (code, message) = match &err {
             ServiceError::Invalid(invalid) => {
                 for v in &invalid.violations {
@@ -233,6 +259,13 @@ mod tests {
             assert_eq!(status.code(), code, "{status:?}");
             let info = status.get_details_error_info().expect("ErrorInfo");
             assert_eq!(info.reason, reason);
+            if reason.starts_with("REDIS_") {
+                assert!(
+                    info.metadata.contains_key("redis_failure"),
+                    "{:?}",
+                    info.metadata
+                );
+            }
             assert_eq!(info.domain, ERROR_DOMAIN);
             assert_eq!(
                 status.get_details_retry_info().is_some(),
