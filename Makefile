@@ -7,7 +7,9 @@ deps:
 	@scripts/clients-deps.sh
 
 # Serves on localhost:50051, starting a local Redis when none answers on 6379.
-run: deps
+# Needs only the service's own tools, not the clients' (their venv takes a minute).
+run:
+	@scripts/install-deps.sh
 	@scripts/run.sh
 
 # The whole test suite: unit and integration tests against real redis-server
