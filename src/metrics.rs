@@ -18,7 +18,7 @@ use tokio::{
 };
 use tonic::Code;
 
-use crate::store::StoreError;
+use crate::store::FailureKind;
 
 /// The process-wide metrics; the service has one registry, like one log.
 pub static METRICS: Metrics = Metrics::new();
@@ -53,108 +53,6 @@ const BUCKETS_US: [u64; 13] = [
     2_500_000, 5_000_000,
 ];
 
-/// Kinds of Redis failure, as the `kind` label of `user_service_redis_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedisErrorKind {
-    /// Start-up has not reached Redis yet.
-    NotConnected,
-    /// No answer within the call's Redis budget or the response timeout.
-    Timeout,
-    /// Connection refused, reset or dropped.
-    Io,
-    /// CLUSTERDOWN: the cluster cannot serve the slot (mid-failover).
-    ClusterDown,
-    /// TRYAGAIN: a multi-key operation during resharding.
-    TryAgain,
-    /// MOVED still unresolved after the client's retries.
-    Moved,
-    /// ASK still unresolved after the client's retries.
-    Ask,
-    /// MASTERDOWN: a replica lost its primary.
-    MasterDown,
-    /// LOADING: the server is loading its dataset.
-    Loading,
-    /// READONLY: a write reached a replica (stale topology).
-    ReadOnly,
-    /// NOPERM: the ACL user lacks a permission.
-    NoPerm,
-    /// WRONGPASS / NOAUTH after start-up.
-    Auth,
-    /// Fewer replicas than REDIS_WRITE_REPLICAS acknowledged a create.
-    NotReplicated,
-    /// A value under a user key that is not a user.
-    Corrupt,
-    /// Anything else.
-    Other,
-}
-
-impl RedisErrorKind {
-    const ALL: [Self; 15] = [
-        Self::NotConnected,
-        Self::Timeout,
-        Self::Io,
-        Self::ClusterDown,
-        Self::TryAgain,
-        Self::Moved,
-        Self::Ask,
-        Self::MasterDown,
-        Self::Loading,
-        Self::ReadOnly,
-        Self::NoPerm,
-        Self::Auth,
-        Self::NotReplicated,
-        Self::Corrupt,
-        Self::Other,
-    ];
-
-    /// The label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::NotConnected => "not_connected",
-            Self::Timeout => "timeout",
-            Self::Io => "io",
-            Self::ClusterDown => "cluster_down",
-            Self::TryAgain => "try_again",
-            Self::Moved => "moved",
-            Self::Ask => "ask",
-            Self::MasterDown => "master_down",
-            Self::Loading => "loading",
-            Self::ReadOnly => "readonly",
-            Self::NoPerm => "noperm",
-            Self::Auth => "auth",
-            Self::NotReplicated => "not_replicated",
-            Self::Corrupt => "corrupt",
-            Self::Other => "other",
-        }
-    }
-
-    /// The kind of a store error.
-    pub fn of(err: &StoreError) -> Self {
-        use redis::{ErrorKind, ServerErrorKind};
-        let redis_err = match err {
-            StoreError::NotConnected => return Self::NotConnected,
-            StoreError::NotReplicated { .. } => return Self::NotReplicated,
-            StoreError::NoPermission(_) => return Self::NoPerm,
-            StoreError::Authentication(_) => return Self::Auth,
-            StoreError::Corrupt { .. } => return Self::Corrupt,
-            StoreError::Unavailable(e) | StoreError::Other(e) => e,
-        };
-        match redis_err.kind() {
-            _ if redis_err.is_timeout() => Self::Timeout,
-            ErrorKind::Server(ServerErrorKind::ClusterDown) => Self::ClusterDown,
-            ErrorKind::Server(ServerErrorKind::TryAgain) => Self::TryAgain,
-            ErrorKind::Server(ServerErrorKind::Moved) => Self::Moved,
-            ErrorKind::Server(ServerErrorKind::Ask) => Self::Ask,
-            ErrorKind::Server(ServerErrorKind::MasterDown) => Self::MasterDown,
-            ErrorKind::Server(ServerErrorKind::BusyLoading) => Self::Loading,
-            ErrorKind::Server(ServerErrorKind::ReadOnly) => Self::ReadOnly,
-            ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => Self::Io,
-            _ if redis_err.is_connection_dropped() || redis_err.is_connection_refusal() => Self::Io,
-            _ => Self::Other,
-        }
-    }
-}
-
 /// Latency histogram of one method.
 struct Histogram {
     /// Calls per bucket (not cumulative); the last one is +Inf.
@@ -185,7 +83,7 @@ impl Histogram {
 pub struct Metrics {
     calls: [[AtomicU64; CODES.len()]; METHODS.len()],
     latency: [Histogram; METHODS.len()],
-    redis_errors: [AtomicU64; RedisErrorKind::ALL.len()],
+    redis_errors: [AtomicU64; FailureKind::ALL.len()],
     serving: AtomicU64,
     redis_lost: AtomicU64,
     topology_changes: AtomicU64,
@@ -204,7 +102,7 @@ impl Metrics {
         Self {
             calls: [const { [const { AtomicU64::new(0) }; CODES.len()] }; METHODS.len()],
             latency: [const { Histogram::new() }; METHODS.len()],
-            redis_errors: [const { AtomicU64::new(0) }; RedisErrorKind::ALL.len()],
+            redis_errors: [const { AtomicU64::new(0) }; FailureKind::ALL.len()],
             serving: AtomicU64::new(0),
             redis_lost: AtomicU64::new(0),
             topology_changes: AtomicU64::new(0),
@@ -223,8 +121,8 @@ impl Metrics {
     }
 
     /// Counts one failed Redis operation.
-    pub fn record_redis_error(&self, kind: RedisErrorKind) {
-        if let Some(i) = RedisErrorKind::ALL.iter().position(|&k| k == kind) {
+    pub fn record_redis_error(&self, kind: FailureKind) {
+        if let Some(i) = FailureKind::ALL.iter().position(|&k| k == kind) {
             self.redis_errors[i].fetch_add(1, Relaxed);
         }
     }
@@ -309,7 +207,7 @@ impl Metrics {
             "# HELP user_service_redis_errors_total Failed Redis operations of calls, by kind."
         )?;
         writeln!(out, "# TYPE user_service_redis_errors_total counter")?;
-        for (i, kind) in RedisErrorKind::ALL.iter().enumerate() {
+        for (i, kind) in FailureKind::ALL.iter().enumerate() {
             writeln!(
                 out,
                 "user_service_redis_errors_total{{kind=\"{}\"}} {}",
@@ -466,7 +364,7 @@ mod tests {
         metrics.record_call("GetUser", Code::NotFound, Duration::from_millis(3));
         metrics.record_call("CreateUser", Code::Unavailable, Duration::from_secs(9));
         metrics.record_call("Unknown", Code::Ok, Duration::ZERO);
-        metrics.record_redis_error(RedisErrorKind::Timeout);
+        metrics.record_redis_error(FailureKind::Timeout);
         metrics.set_serving(true);
 
         let text = metrics.render();
@@ -496,27 +394,6 @@ mod tests {
         assert!(
             !text.contains("Unknown\""),
             "unknown methods are not counted"
-        );
-    }
-
-    #[test]
-    fn store_errors_are_classified() {
-        let refused: redis::RedisError =
-            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into();
-        assert_eq!(
-            RedisErrorKind::of(&StoreError::from(refused)),
-            RedisErrorKind::Io
-        );
-        assert_eq!(
-            RedisErrorKind::of(&StoreError::NotReplicated {
-                wanted: 1,
-                acked: 0
-            }),
-            RedisErrorKind::NotReplicated
-        );
-        assert_eq!(
-            RedisErrorKind::of(&StoreError::NotConnected),
-            RedisErrorKind::NotConnected
         );
     }
 

@@ -151,6 +151,9 @@ impl UserApi {
                 Ok(_permit) => work.await,
                 Err(_) => Err(ServiceError::Overloaded),
             };
+            if let Err(err) = &result {
+                record_failure(err);
+            }
             let result = result.map(Response::new).map_err(Status::from);
             let code = match &result {
                 Ok(_) => tonic::Code::Ok,
@@ -163,6 +166,24 @@ impl UserApi {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// Counts and logs a failed call, once: the status mapping does neither.
+fn record_failure(err: &ServiceError) {
+    let kind = err.failure();
+    if let Some(kind) = kind {
+        crate::metrics::METRICS.record_redis_error(kind);
+    }
+    let kind = kind.map_or("", |k| k.label());
+    match err.log_level() {
+        Some(tracing::Level::ERROR) => {
+            tracing::error!(kind, error = %err.log_message(), "call failed");
+        }
+        Some(tracing::Level::WARN) => {
+            tracing::warn!(kind, error = %err.log_message(), "call failed");
+        }
+        _ => tracing::debug!(kind, error = %err.log_message(), "call failed"),
     }
 }
 
