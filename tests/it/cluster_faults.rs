@@ -92,7 +92,7 @@ async fn cluster_primary_sigkill_under_load() {
     cluster.wait_until_healthy();
     eventually(SOON, "the service reports the failover", || async {
         sample(
-            &scrape(metrics_addr),
+            &scrape(metrics_addr).await,
             "user_service_cluster_failovers_total",
         ) >= 1.0
     })
