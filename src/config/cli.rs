@@ -129,7 +129,7 @@ pub struct ServeArgs {
     /// Limit of one connection attempt to Redis, in milliseconds.
     #[arg(long, env = "REDIS_CONNECT_TIMEOUT_MS", default_value = "1000")]
     pub redis_connect_timeout_ms: String,
-    /// UserService calls served at once; calls beyond it get RESOURCE_EXHAUSTED.
+    /// UserService calls served at once; a call beyond it waits up to 100 ms for a slot, then gets RESOURCE_EXHAUSTED.
     #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value = "1024")]
     pub max_concurrent_calls: String,
     /// Threads serving calls. 1: one event loop, fastest per call on a small
