@@ -1,7 +1,7 @@
 # Entry points a newcomer needs; README.md explains each.
 .PHONY: deps run test test-rust test-clients test-deploy lint bench
 
-# Installs protoc, redis-server/redis-cli, grpcurl, openssl, shellcheck and the clients' toolchains when missing.
+# Installs protoc, redis-server/redis-cli, grpcurl, iptables, openssl, prometheus, shellcheck and the clients' toolchains when missing.
 deps:
 	@scripts/install-deps.sh
 	@scripts/clients-deps.sh
