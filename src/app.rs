@@ -13,6 +13,7 @@ use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
+    calls::CallsLayer,
     config::Config,
     listener::{self, ListenerLayer},
     metrics,
@@ -64,18 +65,25 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    set_health(&reporter, ServingStatus::NotServing).await;
     let metrics_server = match config.metrics_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| AppError::Metrics { addr, source })?;
             tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving metrics at /metrics");
-            Some(tokio::spawn(metrics::serve(listener, &metrics::METRICS)))
+            Some(tokio::spawn(metrics::serve(listener, metrics::install())))
         }
         None => None,
     };
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::NotServing).await;
+    // After `metrics::install`, so that the per-call series bind to the exporter.
+    let calls = CallsLayer::new(&[
+        pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]);
 
     let store = UserStore::start(config.redis.clone());
     let follower = tokio::spawn(follow_readiness(store.readiness(), reporter.clone()));
@@ -111,6 +119,9 @@ pub async fn run(
     let incoming = listener::incoming(listener, limits, tls);
     let server = limits
         .configure(Server::builder())
+        // Outermost, so that calls the listener refuses (a malformed
+        // grpc-timeout) and those that never reach a handler are counted too.
+        .layer(calls)
         .layer(ListenerLayer::new(limits.request_body_timeout))
         // Backstop only: handlers answer within their Redis budget long before this.
         .timeout(config.redis.timeout + Duration::from_secs(30))

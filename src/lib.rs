@@ -5,6 +5,7 @@
 //! errors flow back through `error::ServiceError` into one `tonic::Status` mapping.
 
 pub mod app;
+pub mod calls;
 pub mod codec;
 pub mod config;
 pub mod domain;

@@ -16,6 +16,7 @@ mod hostile;
 mod hostile_props;
 mod least_privilege;
 mod observability;
+mod prometheus;
 mod redis_outage;
 mod redis_refusals;
 mod reflection;
