@@ -883,8 +883,13 @@ async fn a_peer_that_never_answers_ping_is_closed_at_the_keepalive_timeout() {
 
 #[tokio::test]
 async fn a_body_that_never_finishes_fails_at_the_body_timeout() {
-    // Arrange
-    let target = Target::start(&[("REQUEST_BODY_TIMEOUT_SECONDS", "2")]).await;
+    // Arrange: the idle timeout is shorter on purpose, so the answer also
+    // shows that a call in flight keeps its connection from counting as idle.
+    let target = Target::start(&[
+        ("REQUEST_BODY_TIMEOUT_SECONDS", "2"),
+        ("IDLE_TIMEOUT_SECONDS", "1"),
+    ])
+    .await;
     let watch = target.watch().await;
     let addr = target.service.addr();
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -919,7 +924,7 @@ async fn a_body_that_never_finishes_fails_at_the_body_timeout() {
     // Assert
     watch
         .finish(
-            "body never finished (REQUEST_BODY_TIMEOUT_SECONDS 2)",
+            "body never finished (REQUEST_BODY_TIMEOUT_SECONDS 2, IDLE_TIMEOUT_SECONDS 1)",
             &format!("answered grpc-status {grpc_status:?} after {answered:?}"),
         )
         .await;
