@@ -11,13 +11,14 @@ use tokio::{
 };
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     calls::CallsLayer,
     config::{Config, ListenerTls},
+    listener::{self, ListenerLayer},
     metrics,
     pb::{self, user::v1::user_service_server::UserServiceServer},
     service::{self, UserApi},
@@ -31,10 +32,6 @@ pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Name of the user service in health checks.
 const USER_SERVICE_NAME: &str = "user.v1.UserService";
-
-/// Limit of a caller's TLS handshake. tonic runs each handshake in its own
-/// task; without a limit, connections that never finish one pile up.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -110,11 +107,18 @@ pub async fn run(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    // Small request/response pairs: without NODELAY, Nagle adds up to 40 ms per call.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = Server::builder();
+    let limits = &config.listener;
+    let incoming = listener::incoming(listener, limits);
+    let mut builder = limits
+        .configure(Server::builder())
+        // Outermost, so that calls the listener refuses (a malformed
+        // grpc-timeout) and those that never reach a handler are counted too.
+        .layer(calls)
+        .layer(ListenerLayer::new(limits.request_body_timeout));
     if let Some(tls) = &config.tls {
-        builder = builder.tls_config(server_tls(tls)).map_err(AppError::Tls)?;
+        builder = builder
+            .tls_config(server_tls(tls, limits.handshake_timeout))
+            .map_err(AppError::Tls)?;
         tracing::info!(
             client_certificates = tls.client_ca.is_some(),
             "gRPC listener speaks TLS"
@@ -123,8 +127,6 @@ pub async fn run(
     let server = builder
         // Backstop only: handlers answer within their Redis budget long before this.
         .timeout(config.redis.timeout + Duration::from_secs(30))
-        // Around the router, so that unknown methods and undecodable bodies are counted too.
-        .layer(calls)
         .add_service(user_service)
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -161,13 +163,15 @@ pub async fn run(
 
 /// tonic's form of the listener's TLS settings; client certificates are
 /// required (not optional) whenever a client CA is configured.
-fn server_tls(tls: &ListenerTls) -> ServerTlsConfig {
+/// The handshake timeout bounds the TLS handshake (tonic runs each in its
+/// own task; without a limit, connections that never finish one pile up).
+fn server_tls(tls: &ListenerTls, handshake_timeout: Duration) -> ServerTlsConfig {
     let config = ServerTlsConfig::new()
         .identity(Identity::from_pem(
             tls.identity.cert.as_bytes(),
             tls.identity.key.as_bytes(),
         ))
-        .timeout(TLS_HANDSHAKE_TIMEOUT);
+        .timeout(handshake_timeout);
     match &tls.client_ca {
         Some(ca) => config.client_ca_root(Certificate::from_pem(ca.as_bytes())),
         None => config,
