@@ -1,11 +1,14 @@
 //! Serving: the tonic server with UserService, health and reflection on one
-//! port (plaintext, or TLS when configured); the start-up task that connects
-//! to Redis; the monitor that keeps health in step with Redis; and graceful
-//! shutdown. Tests and `main` both enter through [`run`].
+//! port (plaintext, or TLS when configured); health following the store's
+//! readiness; and graceful shutdown. Connecting to Redis is the store's
+//! job. Tests and `main` both enter through [`run`].
 
 use std::{future::Future, time::Duration};
 
-use tokio::{net::TcpListener, sync::oneshot};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+};
 use tonic::{
     service::interceptor::InterceptedService,
     transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
@@ -14,15 +17,11 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     calls::CallsLayer,
-    config::{Config, ListenerTls, RedisConfig},
+    config::{Config, ListenerTls},
     metrics,
     pb::{self, user::v1::user_service_server::UserServiceServer},
     service::{self, UserApi},
-    store::{
-        UserStore,
-        conn::{self, ConnectError},
-    },
-    topology::{TopologyChange, TopologyWatch},
+    store::{ConnectError, UserStore},
 };
 
 /// Largest request or response message accepted. Large enough that a
@@ -32,9 +31,6 @@ pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Name of the user service in health checks.
 const USER_SERVICE_NAME: &str = "user.v1.UserService";
-
-/// How often health re-checks Redis.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Limit of a caller's TLS handshake. tonic runs each handshake in its own
 /// task; without a limit, connections that never finish one pile up.
@@ -85,10 +81,9 @@ pub async fn run(
         }
         None => None,
     };
-    let store = UserStore::with_write_replicas(config.redis.write_replicas);
+    // After `metrics::install`, so that the gauge and the per-call series bind to the exporter.
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_health(&reporter, ServingStatus::NotServing).await;
-    // After `metrics::install`, so that the per-call series bind to the exporter.
     let calls = CallsLayer::new(&[
         pb::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -96,20 +91,11 @@ pub async fn run(
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ]);
 
-    let (fatal_tx, fatal_rx) = oneshot::channel();
-    let connector = tokio::spawn(connect_until_ready(
-        config.redis.clone(),
-        store.clone(),
-        fatal_tx,
-    ));
-    let monitor = tokio::spawn(monitor_health(
-        store.clone(),
-        reporter.clone(),
-        config.redis.timeout,
-    ));
+    let store = UserStore::start(config.redis.clone());
+    let follower = tokio::spawn(follow_readiness(store.readiness(), reporter.clone()));
 
     let api = UserApi::new(
-        store,
+        store.clone(),
         config.ttl,
         config.redis.timeout,
         config.max_concurrent_calls,
@@ -150,10 +136,10 @@ pub async fn run(
 
     let result = tokio::select! {
         result = &mut server => result.map_err(AppError::from),
-        Ok(fatal) = fatal_rx => Err(AppError::Redis(fatal)),
+        fatal = store.fatal() => Err(AppError::Redis(fatal)),
         () = shutdown => {
             tracing::info!(grace = ?config.shutdown_grace, "shutting down: health NOT_SERVING, draining in-flight calls");
-            monitor.abort();
+            follower.abort();
             set_health(&reporter, ServingStatus::NotServing).await;
             let _ = stop_tx.send(());
             match tokio::time::timeout(config.shutdown_grace, &mut server).await {
@@ -165,8 +151,8 @@ pub async fn run(
             }
         }
     };
-    connector.abort();
-    monitor.abort();
+    follower.abort();
+    store.stop_background();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }
@@ -204,119 +190,21 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status(USER_SERVICE_NAME, status).await;
 }
 
-/// Connects with capped exponential backoff, logging each failure; reports
-/// an error that retrying cannot fix through `fatal`.
-async fn connect_until_ready(
-    config: RedisConfig,
-    store: UserStore,
-    fatal: oneshot::Sender<ConnectError>,
-) {
-    let target = conn::describe(&config.topology);
-    let mut delay = Duration::from_millis(100);
-    let mut attempt: u32 = 1;
+/// Keeps health in step with the store's readiness until aborted.
+async fn follow_readiness(mut ready: watch::Receiver<bool>, reporter: HealthReporter) {
     loop {
-        match connect_store(&config, &store).await {
-            Ok(()) => {
-                tracing::info!(redis = %target, attempt, write_replicas = config.write_replicas, "connected to Redis");
-                return;
-            }
-            Err(err) if err.is_transient() => {
-                tracing::warn!(redis = %target, attempt, retry_in = ?delay, error = %err, "cannot reach Redis yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
-            }
-            Err(err) => {
-                tracing::error!(redis = %target, error = %err, "cannot use Redis; giving up");
-                let _ = fatal.send(err);
-                return;
-            }
-        }
-    }
-}
-
-/// Reads the cluster's slot map (nothing in standalone mode) and logs a
-/// failover or resharding once the map has settled. A failed read is
-/// skipped: PING already reports an unreachable Redis.
-async fn watch_topology(store: &UserStore, watch: &mut TopologyWatch, timeout: Duration) {
-    let Ok(Ok(Some(map))) = tokio::time::timeout(timeout, store.slot_map()).await else {
-        return;
-    };
-    match watch.observe(map) {
-        Some(TopologyChange::Failover { lost, gained }) => {
-            metrics::METRICS.record_topology_change(true);
-            tracing::warn!(
-                lost = ?lost,
-                gained = ?gained,
-                "cluster failover detected: the set of primaries changed"
-            );
-        }
-        Some(TopologyChange::SlotsMoved) => {
-            metrics::METRICS.record_topology_change(false);
-            tracing::info!("cluster slot map changed: slots moved between primaries (resharding)");
-        }
-        None => {}
-    }
-}
-
-/// Attaches the store's connections: the writer (creates) first, then the
-/// main one (reads, health), so that health turns SERVING only once both
-/// exist. A retry keeps what an earlier attempt attached.
-async fn connect_store(config: &RedisConfig, store: &UserStore) -> Result<(), ConnectError> {
-    if !store.is_writer_attached() {
-        store.attach_writer(conn::connect(config).await?);
-    }
-    if !store.is_attached() {
-        store.attach(conn::connect(config).await?);
-    }
-    Ok(())
-}
-
-/// Keeps health in step with Redis, logging each change once; in cluster
-/// mode also logs failovers and resharding seen in the slot map.
-async fn monitor_health(store: UserStore, reporter: HealthReporter, timeout: Duration) {
-    let mut serving = false;
-    let mut topology = TopologyWatch::default();
-    let mut ticker = tokio::time::interval(HEALTH_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        if !store.is_attached() {
-            continue;
-        }
-        let ok = match tokio::time::timeout(timeout, store.ping()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(err)) => {
-                if serving {
-                    tracing::warn!(error = %err, "Redis lost: health NOT_SERVING");
-                }
-                false
-            }
-            Err(_) => {
-                if serving {
-                    tracing::warn!(?timeout, "Redis lost (PING timed out): health NOT_SERVING");
-                }
-                false
-            }
-        };
-        if ok != serving {
-            if ok {
-                tracing::info!("Redis answers: health SERVING");
+        let serving = *ready.borrow_and_update();
+        set_health(
+            &reporter,
+            if serving {
+                ServingStatus::Serving
             } else {
-                metrics::METRICS.record_redis_lost();
-            }
-            set_health(
-                &reporter,
-                if ok {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                },
-            )
-            .await;
-            serving = ok;
+                ServingStatus::NotServing
+            },
+        )
+        .await;
+        if ready.changed().await.is_err() {
+            return;
         }
-        // After the PING, so that a slow slot map read never delays health.
-        watch_topology(&store, &mut topology, timeout).await;
     }
 }

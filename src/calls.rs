@@ -25,9 +25,9 @@ use prost::Message as _;
 use tonic::Code;
 
 use crate::{
-    error::{ServiceError, chain},
-    metrics::{HANDLED, HANDLING_SECONDS, METRICS, RedisErrorKind, STARTED},
-    store::StoreError,
+    error::ServiceError,
+    metrics::{HANDLED, HANDLING_SECONDS, METRICS, STARTED},
+    store::FailureKind,
 };
 
 pub use summary::Summary;
@@ -360,79 +360,40 @@ impl<B: Body> Body for RecordedBody<B> {
 }
 
 /// Counts and logs how a UserService call failed: the one place where a
-/// failure is observed (the status mapping has no side effects). Failures
-/// the caller caused (invalid, not found, already exists) are not logged.
+/// failure is observed (the status mapping has no side effects). The store
+/// classified it ([`ServiceError::failure`]); failures the caller caused
+/// (invalid, not found, already exists, its own deadline) are not logged.
+/// Each kind is logged at most once per `LOG_EVERY`, with the number of
+/// lines held back since the previous one.
 pub fn failed(method: &'static str, err: &ServiceError) {
-    let now = Instant::now();
-    match err {
-        ServiceError::Invalid(_) | ServiceError::AlreadyExists | ServiceError::NotFound => {}
-        ServiceError::DeadlineExceeded => {
-            tracing::debug!(method, "caller deadline passed before Redis answered");
-        }
-        ServiceError::Overloaded => {
-            METRICS.record_refused();
-            if let Some(suppressed) = FAILURES.admit("overloaded", now) {
-                tracing::warn!(
-                    method,
-                    suppressed,
-                    "call refused: concurrency limit reached (MAX_CONCURRENT_CALLS)"
-                );
-            }
-        }
-        ServiceError::RedisTimeout => {
-            METRICS.record_redis_error(RedisErrorKind::Timeout);
-            if let Some(suppressed) = FAILURES.admit(RedisErrorKind::Timeout.label(), now) {
-                tracing::warn!(
-                    method,
-                    suppressed,
-                    "Redis did not answer within the call budget"
-                );
-            }
-        }
-        ServiceError::Store(store) => {
-            let kind = RedisErrorKind::of(store);
-            METRICS.record_redis_error(kind);
-            let Some(suppressed) = FAILURES.admit(kind.label(), now) else {
-                return;
-            };
-            let error = chain(store);
-            let kind = kind.label();
-            match store {
-                StoreError::NotConnected | StoreError::Unavailable(_) => {
-                    tracing::warn!(method, kind, suppressed, error, "Redis unavailable");
-                }
-                StoreError::NotReplicated { .. } => {
-                    tracing::warn!(
-                        method,
-                        kind,
-                        suppressed,
-                        error,
-                        "create not acknowledged by enough replicas"
-                    );
-                }
-                StoreError::Authentication(_) => {
-                    tracing::error!(
-                        method,
-                        kind,
-                        suppressed,
-                        error,
-                        "deployment error: Redis rejected the service's credentials"
-                    );
-                }
-                StoreError::NoPermission(_) => {
-                    tracing::error!(
-                        method,
-                        kind,
-                        suppressed,
-                        error,
-                        "deployment error: the Redis ACL user lacks a permission the service needs"
-                    );
-                }
-                StoreError::Corrupt { .. } | StoreError::Other(_) => {
-                    tracing::error!(method, kind, suppressed, error, "unexpected Redis reply");
-                }
-            }
-        }
+    let failure = err.failure();
+    if let Some(kind) = failure {
+        METRICS.record_redis_error(kind);
+    }
+    let overloaded = matches!(err, ServiceError::Overloaded);
+    if overloaded {
+        METRICS.record_refused();
+    }
+    let Some(level) = err.log_level() else {
+        return;
+    };
+    let kind = failure.map_or("overloaded", FailureKind::label);
+    let Some(suppressed) = FAILURES.admit(kind, Instant::now()) else {
+        return;
+    };
+    let error = err.log_message();
+    if overloaded {
+        tracing::warn!(
+            method,
+            kind,
+            suppressed,
+            error,
+            "call refused: concurrency limit reached (MAX_CONCURRENT_CALLS)"
+        );
+    } else if level == tracing::Level::ERROR {
+        tracing::error!(method, kind, suppressed, error, "call failed");
+    } else {
+        tracing::warn!(method, kind, suppressed, error, "call failed");
     }
 }
 

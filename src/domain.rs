@@ -220,6 +220,16 @@ pub fn parse_lookup_id(id: &str) -> Result<UserId, ValidationError> {
     parsed.ok_or_else(|| unreachable!("violations were empty but the id failed"))
 }
 
+/// Checks a user read back from storage by CreateUser's rules for `id`,
+/// `name` and `email` (a value another program wrote may break them).
+pub fn check_user_fields(id: &str, name: &str, email: &str) -> Result<(), ValidationError> {
+    let mut violations = Violations::default();
+    violations.check("id", UserId::parse(id));
+    violations.check("name", check_name(name));
+    violations.check("email", check_email(email));
+    violations.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

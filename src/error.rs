@@ -1,12 +1,25 @@
 //! `ServiceError`: everything a UserService call can end in, and the one
-//! mapping to `tonic::Status`, a pure function. The client gets a stable
-//! message; the log gets the full cause chain, written once per call by
-//! `calls::failed`.
+//! mapping to `tonic::Status`. The mapping is a pure function (no metrics,
+//! no logs): the caller that records a call reads [`ServiceError::failure`]
+//! and [`ServiceError::log_level`] and logs and counts once, in one place.
+
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{domain::ValidationError, store::StoreError};
+use crate::{
+    domain::ValidationError,
+    store::{FailureClass, FailureKind, StoreError},
+};
+
+/// The `google.rpc.ErrorInfo` domain of every error this service answers.
+pub const ERROR_DOMAIN: &str = "user.v1";
+
+/// The `google.rpc.RetryInfo` delay sent with UNAVAILABLE and
+/// RESOURCE_EXHAUSTED: about one readiness check, so a client that follows
+/// it retries once Redis may have changed its mind.
+pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// How a UserService call failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +47,69 @@ pub enum ServiceError {
     Store(#[from] StoreError),
 }
 
+impl ServiceError {
+    /// The store-side classification, for the Redis error metrics; `None`
+    /// for outcomes that are not Redis failures (bad input, not found...).
+    pub fn failure(&self) -> Option<FailureKind> {
+        match self {
+            Self::RedisTimeout => Some(FailureKind::Timeout),
+            Self::Store(err) => Some(err.kind()),
+            _ => None,
+        }
+    }
+
+    /// How loudly the call recorder should log this outcome: `None` for
+    /// the caller's own mistakes and ordinary answers, WARN for Redis
+    /// trouble that retrying may mend, ERROR for what an operator must fix
+    /// (ACL, credentials, corrupt data). A flood of one kind is the
+    /// recorder's to rate-limit.
+    pub fn log_level(&self) -> Option<tracing::Level> {
+        match self {
+            Self::Invalid(_) | Self::AlreadyExists | Self::NotFound | Self::DeadlineExceeded => {
+                None
+            }
+            Self::Overloaded | Self::RedisTimeout => Some(tracing::Level::WARN),
+            Self::Store(err) => Some(match err.kind() {
+                FailureKind::NoPerm
+                | FailureKind::Auth
+                | FailureKind::Corrupt
+                | FailureKind::Other => tracing::Level::ERROR,
+                _ => tracing::Level::WARN,
+            }),
+        }
+    }
+
+    /// What the log line says: the error and all its causes, plus what an
+    /// operator should know. Never holds a stored value or a credential.
+    pub fn log_message(&self) -> String {
+        let advice = match self.failure() {
+            Some(FailureKind::NoPerm) => {
+                " (deployment error: the Redis ACL user lacks a permission the service needs)"
+            }
+            Some(FailureKind::Auth) => {
+                " (deployment error: Redis rejected the service's credentials)"
+            }
+            _ => "",
+        };
+        format!("{}{advice}", chain(self))
+    }
+
+    /// The `google.rpc.ErrorInfo` reason (UPPER_SNAKE_CASE).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "INVALID_REQUEST",
+            Self::AlreadyExists => "USER_ALREADY_EXISTS",
+            Self::NotFound => "USER_NOT_FOUND",
+            Self::Overloaded => "TOO_MANY_CONCURRENT_CALLS",
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Self::RedisTimeout => FailureKind::Timeout.reason(),
+            Self::Store(err) => err.kind().reason(),
+        }
+    }
+}
+
 /// The error and all its causes on one line, for logs.
-pub fn chain(err: &dyn std::error::Error) -> String {
+fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -48,39 +122,55 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 
 impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Self {
-        match err {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(err.reason(), ERROR_DOMAIN, std::collections::HashMap::new());
+        let (code, message) = match &err {
             ServiceError::Invalid(invalid) => {
-                let mut details = ErrorDetails::new();
                 for v in &invalid.violations {
                     details.add_bad_request_violation(v.field, v.description.clone());
                 }
-                Status::with_error_details(Code::InvalidArgument, invalid.to_string(), details)
+                (Code::InvalidArgument, invalid.to_string())
             }
-            ServiceError::AlreadyExists => Status::already_exists("user already exists"),
-            ServiceError::NotFound => Status::not_found("user not found"),
-            ServiceError::Overloaded => {
-                Status::resource_exhausted("too many concurrent calls, retry later")
-            }
-            ServiceError::DeadlineExceeded => {
-                Status::deadline_exceeded("deadline exceeded before Redis answered")
-            }
-            ServiceError::RedisTimeout => {
-                Status::unavailable("Redis did not answer in time, retry later")
-            }
+            ServiceError::AlreadyExists => (Code::AlreadyExists, "user already exists".into()),
+            ServiceError::NotFound => (Code::NotFound, "user not found".into()),
+            ServiceError::Overloaded => (
+                Code::ResourceExhausted,
+                "too many concurrent calls, retry later".into(),
+            ),
+            ServiceError::DeadlineExceeded => (
+                Code::DeadlineExceeded,
+                "deadline exceeded before Redis answered".into(),
+            ),
+            ServiceError::RedisTimeout => (
+                Code::Unavailable,
+                "Redis did not answer in time, retry later".into(),
+            ),
             ServiceError::Store(store) => store_status(store),
+        };
+        if matches!(code, Code::Unavailable | Code::ResourceExhausted) {
+            details.set_retry_info(Some(RETRY_DELAY));
         }
+        Status::with_error_details(code, message, details)
     }
 }
 
-fn store_status(err: StoreError) -> Status {
-    match &err {
-        StoreError::NotConnected | StoreError::Unavailable(_) | StoreError::Authentication(_) => {
-            Status::unavailable("Redis unavailable, retry later")
+/// Code and client-facing message of a store failure, from its class.
+fn store_status(err: &StoreError) -> (Code, String) {
+    match (err.kind().class(), err) {
+        (_, StoreError::NotReplicated { .. }) => (Code::Unavailable, err.to_string()),
+        (FailureClass::Unavailable, _) => {
+            (Code::Unavailable, "Redis unavailable, retry later".into())
         }
-        StoreError::NotReplicated { .. } => Status::unavailable(err.to_string()),
-        StoreError::NoPermission(_) | StoreError::Corrupt { .. } | StoreError::Other(_) => {
-            Status::internal("internal error")
+        (FailureClass::Exhausted, _) => (
+            Code::ResourceExhausted,
+            "Redis is out of memory, retry later".into(),
+        ),
+        // Names the key, never the value (StoreError::Corrupt's Display).
+        (FailureClass::DataLoss, StoreError::Corrupt { .. }) => (Code::DataLoss, err.to_string()),
+        (FailureClass::DataLoss, _) => {
+            (Code::DataLoss, "a stored value is not a valid user".into())
         }
+        (FailureClass::Internal, _) => (Code::Internal, "internal error".into()),
     }
 }
 
@@ -116,12 +206,71 @@ mod tests {
     }
 
     #[test]
-    fn redis_outage_is_unavailable_and_noperm_internal() {
-        let io: redis::RedisError =
-            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into();
+    fn every_error_carries_error_info_and_retryable_ones_retry_info() {
+        let cases = [
+            (ServiceError::NotFound, Code::NotFound, false),
+            (ServiceError::Overloaded, Code::ResourceExhausted, true),
+            (ServiceError::RedisTimeout, Code::Unavailable, true),
+            (
+                ServiceError::Store(StoreError::connection_refused()),
+                Code::Unavailable,
+                true,
+            ),
+            (
+                ServiceError::Store(StoreError::server_reply("OOM")),
+                Code::ResourceExhausted,
+                true,
+            ),
+            (
+                ServiceError::Store(StoreError::server_reply("READONLY")),
+                Code::Unavailable,
+                true,
+            ),
+        ];
+        for (err, code, retry) in cases {
+            let reason = err.reason();
+            let status = Status::from(err);
+            assert_eq!(status.code(), code, "{status:?}");
+            let info = status.get_details_error_info().expect("ErrorInfo");
+            assert_eq!(info.reason, reason);
+            assert_eq!(info.domain, ERROR_DOMAIN);
+            assert_eq!(
+                status.get_details_retry_info().is_some(),
+                retry,
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_memory_says_so_and_corrupt_data_names_the_key_only() {
+        let status = Status::from(ServiceError::Store(StoreError::server_reply("OOM")));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().starts_with("Redis is out of memory"),
+            "{status:?}"
+        );
+        let corrupt = StoreError::Corrupt {
+            key: "user:ada".into(),
+            problem: crate::store::Corruption::IdMismatch,
+        };
+        let status = Status::from(ServiceError::Store(corrupt));
+        assert_eq!(status.code(), Code::DataLoss);
         assert_eq!(
-            Status::from(ServiceError::Store(StoreError::from(io))).code(),
+            status.message(),
+            "the value stored under user:ada is not a valid user"
+        );
+    }
+
+    #[test]
+    fn redis_outage_is_unavailable_and_noperm_internal() {
+        assert_eq!(
+            Status::from(ServiceError::Store(StoreError::connection_refused())).code(),
             Code::Unavailable
+        );
+        assert_eq!(
+            Status::from(ServiceError::Store(StoreError::server_reply("NOPERM"))).code(),
+            Code::Internal
         );
         assert_eq!(
             Status::from(ServiceError::Store(StoreError::NotConnected)).code(),

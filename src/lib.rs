@@ -18,4 +18,3 @@ pub mod signal;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
-pub mod topology;

@@ -18,7 +18,7 @@ use hyper_util::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::store::StoreError;
+use crate::store::FailureKind;
 
 /// The service's own series; a unit value so that callers anywhere
 /// (health monitor, topology watch, handlers) record without plumbing.
@@ -60,109 +60,6 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Pause after a failed accept (EMFILE and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Kinds of Redis failure, as the `kind` label of `user_service_redis_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RedisErrorKind {
-    /// Start-up has not reached Redis yet.
-    NotConnected,
-    /// No answer within the call's Redis budget or the response timeout.
-    Timeout,
-    /// Connection refused, reset or dropped.
-    Io,
-    /// CLUSTERDOWN: the cluster cannot serve the slot (mid-failover).
-    ClusterDown,
-    /// TRYAGAIN: a multi-key operation during resharding.
-    TryAgain,
-    /// MOVED still unresolved after the client's retries.
-    Moved,
-    /// ASK still unresolved after the client's retries.
-    Ask,
-    /// MASTERDOWN: a replica lost its primary.
-    MasterDown,
-    /// LOADING: the server is loading its dataset.
-    Loading,
-    /// READONLY: a write reached a replica (stale topology).
-    ReadOnly,
-    /// NOPERM: the ACL user lacks a permission.
-    NoPerm,
-    /// WRONGPASS / NOAUTH after start-up.
-    Auth,
-    /// Fewer replicas than REDIS_WRITE_REPLICAS acknowledged a create.
-    NotReplicated,
-    /// A value under a user key that is not a user.
-    Corrupt,
-    /// Anything else.
-    Other,
-}
-
-impl RedisErrorKind {
-    /// Every kind, so that each series exists (at 0) from the start.
-    pub const ALL: [Self; 15] = [
-        Self::NotConnected,
-        Self::Timeout,
-        Self::Io,
-        Self::ClusterDown,
-        Self::TryAgain,
-        Self::Moved,
-        Self::Ask,
-        Self::MasterDown,
-        Self::Loading,
-        Self::ReadOnly,
-        Self::NoPerm,
-        Self::Auth,
-        Self::NotReplicated,
-        Self::Corrupt,
-        Self::Other,
-    ];
-
-    /// The label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::NotConnected => "not_connected",
-            Self::Timeout => "timeout",
-            Self::Io => "io",
-            Self::ClusterDown => "cluster_down",
-            Self::TryAgain => "try_again",
-            Self::Moved => "moved",
-            Self::Ask => "ask",
-            Self::MasterDown => "master_down",
-            Self::Loading => "loading",
-            Self::ReadOnly => "readonly",
-            Self::NoPerm => "noperm",
-            Self::Auth => "auth",
-            Self::NotReplicated => "not_replicated",
-            Self::Corrupt => "corrupt",
-            Self::Other => "other",
-        }
-    }
-
-    /// The kind of a store error.
-    pub fn of(err: &StoreError) -> Self {
-        use redis::{ErrorKind, ServerErrorKind};
-        let redis_err = match err {
-            StoreError::NotConnected => return Self::NotConnected,
-            StoreError::NotReplicated { .. } => return Self::NotReplicated,
-            StoreError::NoPermission(_) => return Self::NoPerm,
-            StoreError::Authentication(_) => return Self::Auth,
-            StoreError::Corrupt { .. } => return Self::Corrupt,
-            StoreError::Unavailable(e) | StoreError::Other(e) => e,
-        };
-        match redis_err.kind() {
-            _ if redis_err.is_timeout() => Self::Timeout,
-            ErrorKind::Server(ServerErrorKind::ClusterDown) => Self::ClusterDown,
-            ErrorKind::Server(ServerErrorKind::TryAgain) => Self::TryAgain,
-            ErrorKind::Server(ServerErrorKind::Moved) => Self::Moved,
-            ErrorKind::Server(ServerErrorKind::Ask) => Self::Ask,
-            ErrorKind::Server(ServerErrorKind::MasterDown) => Self::MasterDown,
-            ErrorKind::Server(ServerErrorKind::BusyLoading) => Self::Loading,
-            ErrorKind::Server(ServerErrorKind::ReadOnly) => Self::ReadOnly,
-            ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => Self::Io,
-            _ if redis_err.is_connection_dropped() || redis_err.is_connection_refusal() => Self::Io,
-            _ => Self::Other,
-        }
-    }
-}
-
 /// Records the service's own series (the per-call ones live in `calls`).
 /// Without an installed exporter (no `METRICS_ADDR`) every call is a no-op.
 #[derive(Debug, Clone, Copy, Default)]
@@ -170,7 +67,7 @@ pub struct Metrics;
 
 impl Metrics {
     /// Counts one failed Redis operation of a call.
-    pub fn record_redis_error(&self, kind: RedisErrorKind) {
+    pub fn record_redis_error(&self, kind: FailureKind) {
         counter!(REDIS_ERRORS, "kind" => kind.label()).increment(1);
     }
 
@@ -283,7 +180,7 @@ fn describe() {
         "Slot map changes in which the set of primaries changed (failover detected)."
     );
     describe_gauge!(BUILD_INFO, "The running version.");
-    for kind in RedisErrorKind::ALL {
+    for kind in FailureKind::ALL {
         counter!(REDIS_ERRORS, "kind" => kind.label()).increment(0);
     }
     for name in [REDIS_LOST, TOPOLOGY_CHANGES, FAILOVERS, REFUSED] {
@@ -352,31 +249,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn store_errors_are_classified() {
-        let refused: redis::RedisError =
-            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into();
-        assert_eq!(
-            RedisErrorKind::of(&StoreError::from(refused)),
-            RedisErrorKind::Io
-        );
-        assert_eq!(
-            RedisErrorKind::of(&StoreError::NotReplicated {
-                wanted: 1,
-                acked: 0
-            }),
-            RedisErrorKind::NotReplicated
-        );
-        assert_eq!(
-            RedisErrorKind::of(&StoreError::NotConnected),
-            RedisErrorKind::NotConnected
-        );
-    }
-
-    #[test]
     fn the_exporter_renders_the_service_series_and_process_series() {
         let exporter = install();
         METRICS.set_serving(true);
-        METRICS.record_redis_error(RedisErrorKind::Timeout);
+        METRICS.record_redis_error(FailureKind::Timeout);
 
         let text = exporter.render();
 

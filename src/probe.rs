@@ -8,7 +8,9 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::config::{ProbeConfig, ProbeTls};
+mod config;
+
+pub use config::{ProbeConfig, ProbeTls, default_health_addr};
 
 /// Why the probe could not get an answer.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,19 @@
 //! TLS material shared by both hops (service -> Redis, callers -> service):
 //! the rustls crypto provider, and PEM checks that turn a bad file into a
-//! message saying what is wrong with it. It reads no files (`config` does)
-//! and opens no connections.
+//! message saying what is wrong with it. `files` reads the PEM files that
+//! the configuration names, once, at start-up; nothing here opens a
+//! connection.
 
 use rustls::{
     crypto::CryptoProvider,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     sign::CertifiedKey,
 };
+
+mod files;
+
+pub use files::{Pem, TlsIdentity};
+pub(crate) use files::{has_certificates, identity_files, read_pem};
 
 /// Why PEM material cannot be used.
 #[derive(Debug, thiserror::Error)]

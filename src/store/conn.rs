@@ -13,7 +13,7 @@ use rustls::AlertDescription;
 use std::{error::Error as _, sync::Arc, time::Duration};
 use tokio::task::JoinSet;
 
-use super::node::NodeConnection;
+use super::{failure::is_auth_error, node::NodeConnection};
 use crate::config::{Credentials, RedisConfig, RedisTls, Topology};
 
 /// A multiplexed connection to a standalone server or a cluster; cheap to clone.
@@ -58,6 +58,11 @@ impl ConnectionLike for RedisConn {
 pub type SlotMap = Vec<(u16, u16, String)>;
 
 impl RedisConn {
+    /// True for a cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
     /// The cluster's slot map as one node sees it (`CLUSTER SLOTS`, sent to a
     /// random node); `None` for a standalone server, which has none.
     pub async fn slot_map(&mut self) -> Result<Option<SlotMap>, RedisError> {
@@ -89,7 +94,7 @@ fn slot_range(range: Value) -> Option<(u16, u16, String)> {
 }
 
 /// Why a connection attempt failed, as start-up needs to know it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectError {
     /// Redis rejected or demanded credentials (WRONGPASS, NOAUTH): retrying cannot help.
     #[error(
@@ -179,12 +184,6 @@ fn tls_error(err: &RedisError) -> Option<&rustls::Error> {
             .or_else(|| err.source().and_then(search))
     }
     err.source().and_then(search)
-}
-
-/// True for errors that mean the credentials are wrong or missing.
-pub fn is_auth_error(err: &RedisError) -> bool {
-    err.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(err.code(), Some("WRONGPASS" | "NOAUTH"))
 }
 
 /// Connects once (no retries) and checks the server answers PING as our user.

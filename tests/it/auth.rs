@@ -84,11 +84,11 @@ async fn acl_user_with_a_password_file_has_all_it_needs() {
 
 #[tokio::test]
 async fn acl_user_lacking_get_makes_get_user_internal() {
-    // Arrange: a user `svc` with the deployed rules less `+get`.
+    // Arrange: a user `svc` with the deployed rules less `+getrange`.
     let without_get = deployed_rule()
         .replacen(&format!("user {SERVICE_USER} "), "user svc ", 1)
-        .replace(" +get ", " ");
-    assert!(!without_get.contains("+get"), "{without_get}");
+        .replace(" +getrange ", " ");
+    assert!(!without_get.contains("+getrange"), "{without_get}");
     let redis = RedisServer::builder()
         .acl_user(&format!("{without_get} >{PASSWORD}"))
         .start();
@@ -112,8 +112,8 @@ async fn acl_user_lacking_get_makes_get_user_internal() {
     assert_eq!(code_of(&result), Code::Internal, "{result:?}");
     assert_eq!(
         redis.take_acl_denials(),
-        vec!["svc: command get".to_owned()],
-        "Redis refused GET, and nothing else"
+        vec!["svc: command getrange".to_owned()],
+        "Redis refused GETRANGE, and nothing else"
     );
     assert_eq!(service.health().await, ServingStatus::Serving);
 }

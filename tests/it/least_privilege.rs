@@ -1,6 +1,6 @@
 //! Least privilege, proven against the deployed rules: the service's ACL
 //! user (the `user user-service` line of deploy/secured/users.acl) loads on
-//! the server, may GET and SET `user:*` keys, and is refused (NOPERM)
+//! the server, may GETRANGE and SET `user:*` keys, and is refused (NOPERM)
 //! FLUSHALL, CONFIG, KEYS, DEBUG and keys outside `user:*`, on a standalone
 //! server and on every node of a cluster. Every other functional test runs
 //! the service as this user and ends with an empty `ACL LOG`.
@@ -26,7 +26,7 @@ const REFUSED: &[(&[&str], &str)] = &[
     ),
     (&["KEYS", "*"], "command keys"),
     (&["DEBUG", "SLEEP", "0"], "command debug"),
-    (&["GET", "session:1"], "key session:1"),
+    (&["GETRANGE", "session:1", "0", "10"], "key session:1"),
     (&["SET", "session:1", "x"], "key session:1"),
 ];
 
@@ -71,7 +71,7 @@ fn assert_refused_everything_else(node: &RedisServer) {
     assert_eq!(logged, expected, "ACL LOG of {}", node.addr());
 }
 
-/// Checks that the service user may SET (NX EX) and GET `key` on `node`.
+/// Checks that the service user may SET (NX EX) and GETRANGE `key` on `node`.
 fn assert_user_keys_work(node: &RedisServer, key: &str) {
     let mut connection = service_connection(node);
     let set: Option<String> = redis::cmd("SET")
@@ -83,11 +83,17 @@ fn assert_user_keys_work(node: &RedisServer, key: &str) {
         .query(&mut connection)
         .unwrap_or_else(|err| panic!("SET {key} as {SERVICE_USER} on {}: {err}", node.addr()));
     assert_eq!(set.as_deref(), Some("OK"));
-    let got: Option<String> = redis::cmd("GET")
+    let got: String = redis::cmd("GETRANGE")
         .arg(key)
+        .arg(0)
+        .arg(8191)
         .query(&mut connection)
-        .unwrap_or_else(|err| panic!("GET {key} as {SERVICE_USER} on {}: {err}", node.addr()));
-    assert!(got.is_some(), "GET {key} found nothing on {}", node.addr());
+        .unwrap_or_else(|err| panic!("GETRANGE {key} as {SERVICE_USER} on {}: {err}", node.addr()));
+    assert!(
+        !got.is_empty(),
+        "GETRANGE {key} found nothing on {}",
+        node.addr()
+    );
 }
 
 /// Error replies a server sent since its last `CONFIG RESETSTAT`
@@ -135,7 +141,7 @@ fn the_deployed_users_acl_loads() {
         .filter(|word| word.starts_with(['+', '-', '~', '&', '%']))
         .map(str::to_owned)
         .collect::<Vec<_>>();
-    assert!(grants.contains(&"+get".to_owned()), "{grants:?}");
+    assert!(grants.contains(&"+getrange".to_owned()), "{grants:?}");
     for word in &grants {
         assert!(
             loaded.split_whitespace().any(|got| got == word.as_str()),

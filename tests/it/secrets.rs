@@ -32,7 +32,7 @@ fn unique(prefix: &str) -> String {
 /// The ACL rule of the service's least-privilege user with `password`.
 fn svc_user(password: &str) -> String {
     format!(
-        "user svc on >{password} resetkeys ~user:* resetchannels -@all +get +set +pttl +ping +exists"
+        "user svc on >{password} resetkeys ~user:* resetchannels -@all +getrange +strlen +set +pttl +ping +exists"
     )
 }
 
@@ -233,13 +233,13 @@ async fn canary_password_never_leaks(log_format: &str) {
         Code::InvalidArgument,
         refusal(client.create_user(all_bad).await),
     ));
-    // NOPERM: take GET away from the service's ACL user for one call.
-    redis.query::<String>(&["ACL", "SETUSER", "svc", "-get"]);
+    // NOPERM: take GETRANGE away from the service's ACL user for one call.
+    redis.query::<String>(&["ACL", "SETUSER", "svc", "-getrange"]);
     statuses.push((
         Code::Internal,
         refusal(client.get_user(get_request("canary-ok")).await),
     ));
-    redis.query::<String>(&["ACL", "SETUSER", "svc", "+get"]);
+    redis.query::<String>(&["ACL", "SETUSER", "svc", "+getrange"]);
     redis.stop();
     statuses.push((
         Code::Unavailable,

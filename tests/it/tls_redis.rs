@@ -17,8 +17,7 @@ use crate::support::{
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The least-privilege ACL user of the service (as in auth.rs).
-const SVC_USER: &str =
-    "user svc on >tls-Pa55word resetkeys ~user:* resetchannels -@all +get +set +pttl +ping +exists";
+const SVC_USER: &str = "user svc on >tls-Pa55word resetkeys ~user:* resetchannels -@all +getrange +strlen +set +pttl +ping +exists";
 
 /// Creates `id` through the service, reads it back, and checks that `redis`
 /// holds it as the demo's JSON.

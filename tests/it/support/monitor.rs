@@ -11,6 +11,8 @@ use std::{
 
 use tempfile::TempDir;
 
+use user_service::store::READINESS_PROBE_KEY;
+
 use super::RedisServer;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +57,8 @@ impl<'a> Monitor<'a> {
             .skip(1)
             .filter_map(|line| line.split_once("] ").map(|(_, cmd)| cmd.to_owned()))
             .filter(|cmd| !cmd.contains(&marker))
+            // The service's readiness check (a SET ... XX that writes nothing).
+            .filter(|cmd| !cmd.contains(READINESS_PROBE_KEY))
             .collect()
     }
 

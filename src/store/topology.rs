@@ -1,10 +1,10 @@
 //! Noticing cluster failovers and resharding by comparing the slot maps the
-//! health monitor reads once a second. Pure bookkeeping: it neither talks to
-//! Redis nor logs; `app` does both.
+//! store's monitor reads once a second. Pure bookkeeping: it neither talks
+//! to Redis nor logs; `supervise` does both.
 
 use std::collections::BTreeSet;
 
-use crate::store::conn::SlotMap;
+use super::conn::SlotMap;
 
 /// What changed between the accepted slot map and a new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
