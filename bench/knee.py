@@ -29,22 +29,24 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
 from bench import Proc, need, start_redis, start_service  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-LOADGEN = TARGET / "release" / "loadgen"
 LEVELS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 # p99 may grow this much over the best p99 before we call it climbing.
 KNEE_FACTOR = 2.0
 # A limit far above any level: the first sweep measures the service unlimited.
 UNLIMITED = 1_000_000
+PROFILE = "release"
 
 
 def loadgen(addr, callers, seconds):
+    # Set by main() from --profile.
     connections = max(4, callers // 8)
     out = subprocess.run(
-        [str(LOADGEN), "--addr", addr, "--mode", "get", "-c", str(callers),
+        [str(TARGET / PROFILE / "loadgen"), "--addr", addr, "--mode", "get", "-c", str(callers),
          "-m", str(connections), "-d", str(seconds), "--preload", "1000",
          "--deadline-ms", "2000", "--id-prefix", "knee", "--json",
          "--allow", "ResourceExhausted,DeadlineExceeded,Cancelled"],
@@ -109,12 +111,18 @@ def main():
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)))
     ap.add_argument("--limit", type=int, help="also sweep with MAX_CONCURRENT_CALLS=N")
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--profile", default="release",
+                    help="debug only to check the script itself; numbers need release")
     args = ap.parse_args()
+    global PROFILE
+    PROFILE = args.profile
+    bench.SERVICE = TARGET / PROFILE / "user-service"
     levels = [int(x) for x in args.levels.split(",")]
     need("redis-server", "apt-get install redis-server")
     need("redis-cli", "apt-get install redis-tools")
     if not args.skip_build:
-        subprocess.run(["cargo", "build", "--locked", "--release", "--bins"], cwd=ROOT, check=True)
+        profile = ["--release"] if PROFILE == "release" else []
+        subprocess.run(["cargo", "build", "--locked", *profile, "--bins"], cwd=ROOT, check=True)
     print(f"knee: {os.cpu_count()} CPUs, {args.seconds:g} s per level, GetUser, "
           f"loadgen with 1 thread, callers/8 connections (at least 4)")
     started = time.monotonic()
