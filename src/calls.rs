@@ -27,7 +27,6 @@ use tonic::Code;
 use crate::{
     error::ServiceError,
     metrics::{HANDLED, HANDLING_SECONDS, METRICS, STARTED},
-    store::FailureKind,
 };
 
 pub use summary::Summary;
@@ -360,40 +359,29 @@ impl<B: Body> Body for RecordedBody<B> {
 }
 
 /// Counts and logs how a UserService call failed: the one place where a
-/// failure is observed (the status mapping has no side effects). The store
-/// classified it ([`ServiceError::failure`]); failures the caller caused
-/// (invalid, not found, already exists, its own deadline) are not logged.
-/// Each kind is logged at most once per `LOG_EVERY`, with the number of
-/// lines held back since the previous one.
+/// failure is observed (the status mapping has no side effects). Failures
+/// the caller caused (invalid, not found, already exists) are not logged;
+/// the rest at most once per kind per second, with a count of the rest.
 pub fn failed(method: &'static str, err: &ServiceError) {
-    let failure = err.failure();
-    if let Some(kind) = failure {
-        METRICS.record_redis_error(kind);
-    }
-    let overloaded = matches!(err, ServiceError::Overloaded);
-    if overloaded {
+    if matches!(err, ServiceError::Overloaded) {
         METRICS.record_refused();
     }
+    if let Some(kind) = err.failure() {
+        METRICS.record_redis_error(kind);
+    }
     let Some(level) = err.log_level() else {
+        tracing::debug!(method, reason = err.reason(), "call failed");
         return;
     };
-    let kind = failure.map_or("overloaded", FailureKind::label);
-    let Some(suppressed) = FAILURES.admit(kind, Instant::now()) else {
+    let reason = err.reason();
+    let Some(suppressed) = FAILURES.admit(reason, Instant::now()) else {
         return;
     };
     let error = err.log_message();
-    if overloaded {
-        tracing::warn!(
-            method,
-            kind,
-            suppressed,
-            error,
-            "call refused: concurrency limit reached (MAX_CONCURRENT_CALLS)"
-        );
-    } else if level == tracing::Level::ERROR {
-        tracing::error!(method, kind, suppressed, error, "call failed");
+    if level == tracing::Level::ERROR {
+        tracing::error!(method, reason, suppressed, error, "call failed");
     } else {
-        tracing::warn!(method, kind, suppressed, error, "call failed");
+        tracing::warn!(method, reason, suppressed, error, "call failed");
     }
 }
 

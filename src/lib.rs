@@ -10,6 +10,7 @@ pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod pb;
 pub mod probe;

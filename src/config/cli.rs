@@ -148,4 +148,7 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (off when unset).
     #[arg(long, env = "METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+    /// Limits of the gRPC listener.
+    #[command(flatten)]
+    pub listener: super::listener::ListenerArgs,
 }

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 
 use crate::support::{
-    Monitor, RedisCluster, RedisServer, Service, ServiceEnv, code_of, eventually, get_request,
+    App, Monitor, RedisCluster, RedisServer, ServiceEnv, code_of, eventually, get_request,
     replication::{blocked_clients, replica_ports, start_replica_of},
     slots::CLUSTER_LOCK,
-    user,
+    stored_value_of, user,
 };
 
 /// Bound for things that happen within a second or two when the machine is idle.
@@ -24,7 +24,7 @@ async fn create_waits_until_the_replica_holds_the_user() {
     let primary = RedisServer::start();
     let replica = start_replica_of(&primary);
     let env = ServiceEnv::standalone(&primary).env("REDIS_WRITE_REPLICAS", "1");
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
     let mut client = service.client();
     let monitor = Monitor::start(&primary);
 
@@ -35,9 +35,10 @@ async fn create_waits_until_the_replica_holds_the_user() {
 
     // Assert
     assert_eq!(code_of(&created), Code::Ok, "{created:?}");
-    assert!(
-        on_replica.is_some(),
-        "WAIT 1 acknowledged, yet the replica lacks user:durable"
+    assert_eq!(
+        on_replica,
+        Some(stored_value_of(&user("durable"))),
+        "WAIT 1 acknowledged, so the replica holds user:durable"
     );
     assert_eq!(code_of(&duplicate), Code::AlreadyExists, "{duplicate:?}");
     let sent: Vec<String> = monitor
@@ -68,7 +69,7 @@ async fn frozen_replica_makes_creates_unavailable_but_not_reads() {
     let env = ServiceEnv::standalone(&primary)
         .env("REDIS_WRITE_REPLICAS", "1")
         .env("REDIS_TIMEOUT_MS", "3000");
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
     let mut client = service.client();
     client.create_user(user("before-freeze")).await.unwrap();
 
@@ -105,8 +106,9 @@ async fn frozen_replica_makes_creates_unavailable_but_not_reads() {
         (Duration::from_secs(2)..Duration::from_secs(6)).contains(&create_took),
         "the create should wait for most of its 3 s budget, then answer: took {create_took:?}"
     );
-    assert!(
-        primary.get("user:unreplicated").is_some(),
+    assert_eq!(
+        primary.get("user:unreplicated"),
+        Some(stored_value_of(&user("unreplicated"))),
         "an unreplicated create stays on the primary (documented)"
     );
     let mut attempt = 0;
@@ -125,7 +127,7 @@ async fn cluster_waits_on_the_keys_own_primary() {
     // Arrange: one shard's replica frozen; ids on that shard and on another.
     let cluster = RedisCluster::start();
     let env = ServiceEnv::cluster(&cluster).env("REDIS_WRITE_REPLICAS", "1");
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
     let mut client = service.client();
     let frozen_primary = cluster.primary_for("user:on-frozen-shard").port();
     let healthy_id = (0..)

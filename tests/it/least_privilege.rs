@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use crate::support::{
-    RedisCluster, RedisServer, Service, ServiceEnv,
+    App, RedisCluster, RedisServer, ServiceEnv,
     acl::{SERVICE_PASSWORD, SERVICE_USER, deployed_rule, users_acl_path},
     get_request,
     slots::CLUSTER_LOCK,
@@ -71,12 +71,15 @@ fn assert_refused_everything_else(node: &RedisServer) {
     assert_eq!(logged, expected, "ACL LOG of {}", node.addr());
 }
 
+/// What [`assert_user_keys_work`] stores.
+const VALUE: &str = r#"{"id":"lp","name":"LP","email":"lp@example.com"}"#;
+
 /// Checks that the service user may SET (NX EX) and GETRANGE `key` on `node`.
 fn assert_user_keys_work(node: &RedisServer, key: &str) {
     let mut connection = service_connection(node);
     let set: Option<String> = redis::cmd("SET")
         .arg(key)
-        .arg(r#"{"id":"lp","name":"LP","email":"lp@example.com"}"#)
+        .arg(VALUE)
         .arg("NX")
         .arg("EX")
         .arg(60)
@@ -89,11 +92,7 @@ fn assert_user_keys_work(node: &RedisServer, key: &str) {
         .arg(8191)
         .query(&mut connection)
         .unwrap_or_else(|err| panic!("GETRANGE {key} as {SERVICE_USER} on {}: {err}", node.addr()));
-    assert!(
-        !got.is_empty(),
-        "GETRANGE {key} found nothing on {}",
-        node.addr()
-    );
+    assert_eq!(got, VALUE, "GETRANGE {key} on {}", node.addr());
 }
 
 /// Error replies a server sent since its last `CONFIG RESETSTAT`
@@ -155,7 +154,7 @@ async fn standalone_service_user_may_use_user_keys_and_nothing_else() {
     // Arrange
     let redis = RedisServer::start();
     let _: String = redis.query(&["CONFIG", "RESETSTAT"]);
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
 
     // Act: what the service does, then what it must not.
@@ -179,7 +178,7 @@ async fn cluster_service_user_may_use_user_keys_and_nothing_else() {
     for node in cluster.nodes() {
         let _: String = node.query(&["CONFIG", "RESETSTAT"]);
     }
-    let service = Service::start(ServiceEnv::cluster(&cluster)).await;
+    let service = App::start(ServiceEnv::cluster(&cluster)).await;
     let mut client = service.client();
 
     // Act

@@ -195,7 +195,7 @@ async fn metrics_follow_a_frozen_redis() {
     );
     assert_eq!(
         logs.lines()
-            .filter(|l| l.contains("call failed") && l.contains("kind=\"timeout\""))
+            .filter(|l| l.contains("call failed") && l.contains("reason=\"REDIS_TIMEOUT\""))
             .count(),
         1,
         "the timed-out call is logged once:\n{logs}"

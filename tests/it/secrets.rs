@@ -328,7 +328,7 @@ async fn canary_password_never_leaks(log_format: &str) {
     denials.dedup();
     assert_eq!(denials.len(), 2, "{denials:?}");
     assert!(
-        denials.contains(&"svc: command get".to_owned()),
+        denials.contains(&"svc: command getrange".to_owned()),
         "{denials:?}"
     );
     assert!(

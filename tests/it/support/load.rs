@@ -8,11 +8,12 @@ use std::{
     fs,
     net::SocketAddr,
     process::{Child, Command, ExitStatus, Stdio},
-    thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tempfile::TempDir;
+
+use super::poll_until_blocking;
 
 /// What to ask of `loadgen` (see `loadgen --help`).
 #[derive(Clone, Debug)]
@@ -128,21 +129,20 @@ impl Load {
     /// Waits for `loadgen` to finish and reads its record and summary.
     pub fn finish(mut self) -> LoadReport {
         let mut child = self.child.take().expect("loadgen is running");
-        let deadline = Instant::now() + self.limit;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("ask whether loadgen exited") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "loadgen did not finish within {:?}:\n{}",
-                    self.limit,
-                    self.output()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
+        let exited = poll_until_blocking(self.limit, || {
+            child
+                .try_wait()
+                .expect("ask whether loadgen exited")
+                .ok_or(())
+        });
+        let Ok(status) = exited else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "loadgen did not finish within {:?}:\n{}",
+                self.limit,
+                self.output()
+            );
         };
         let output = self.output();
         let summary_line = fs::read_to_string(self.dir.path().join("stdout.log"))
