@@ -129,7 +129,7 @@ pub struct ServeArgs {
     /// Limit of one connection attempt to Redis, in milliseconds.
     #[arg(long, env = "REDIS_CONNECT_TIMEOUT_MS", default_value = "1000")]
     pub redis_connect_timeout_ms: String,
-    /// UserService calls served at once; calls beyond it wait up to 100 ms for a slot, then get RESOURCE_EXHAUSTED.
+    /// UserService calls served at once; a call beyond it waits up to 100 ms for a slot, then gets RESOURCE_EXHAUSTED.
     // 32: the knee measured by bench/knee.py on the 2-core machine (table in
     // docs/metrics.md): throughput peaks at 32 calls in flight (~8k GetUser/s)
     // and beyond it p99 only grows (x2 at 64, x5 at 128) while OK/s falls.
