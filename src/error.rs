@@ -109,7 +109,7 @@ impl ServiceError {
 }
 
 /// The error and all its causes on one line, for logs.
-pub fn chain(err: &dyn std::error::Error) -> String {
+fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
