@@ -5,8 +5,9 @@ Starts a private redis-server and the release service (with no effective
 concurrency limit) on free loopback ports, then drives GetUser with the
 repository's loadgen at increasing numbers of calls in flight (8 .. 4096,
 spread over many HTTP/2 connections). Per level it prints OK calls per
-second, p50/p99 latency and the refused (RESOURCE_EXHAUSTED) and
-deadline-exceeded counts. The knee is the highest level whose p99 is still
+second, p50/p99 latency, the refused (RESOURCE_EXHAUSTED) count and the
+too-late count (UNAVAILABLE past the Redis budget, DEADLINE_EXCEEDED,
+CANCELLED). The knee is the highest level whose p99 is still
 within KNEE_FACTOR of the lowest p99 seen while throughput keeps growing;
 past it calls only queue (Little's law: more in flight at the same
 throughput is longer waits). A second sweep with --limit N runs the same
@@ -29,25 +30,27 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
 from bench import Proc, need, start_redis, start_service  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-LOADGEN = TARGET / "release" / "loadgen"
 LEVELS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 # p99 may grow this much over the best p99 before we call it climbing.
 KNEE_FACTOR = 2.0
 # A limit far above any level: the first sweep measures the service unlimited.
 UNLIMITED = 1_000_000
+PROFILE = "release"
 
 
 def loadgen(addr, callers, seconds):
+    # Set by main() from --profile.
     connections = max(4, callers // 8)
     out = subprocess.run(
-        [str(LOADGEN), "--addr", addr, "--mode", "get", "-c", str(callers),
+        [str(TARGET / PROFILE / "loadgen"), "--addr", addr, "--mode", "get", "-c", str(callers),
          "-m", str(connections), "-d", str(seconds), "--preload", "1000",
          "--deadline-ms", "2000", "--id-prefix", "knee", "--json",
-         "--allow", "ResourceExhausted,DeadlineExceeded,Cancelled"],
+         "--allow", "ResourceExhausted,DeadlineExceeded,Cancelled,Unavailable"],
         capture_output=True, text=True, timeout=seconds + 120,
     )
     if out.returncode != 0:
@@ -73,7 +76,8 @@ def sweep(tmp, redis_port, limit, levels, seconds, name):
                 "p50_ms": r["p50_ms"],
                 "p99_ms": r["p99_ms"],
                 "refused": codes.get("ResourceExhausted", 0),
-                "deadline": codes.get("DeadlineExceeded", 0) + codes.get("Cancelled", 0),
+                # Past the Redis budget (UNAVAILABLE) or the caller's deadline.
+                "late": sum(codes.get(c, 0) for c in ("DeadlineExceeded", "Cancelled", "Unavailable")),
                 "calls": r["calls"],
             }
             rows.append(row)
@@ -85,10 +89,10 @@ def sweep(tmp, redis_port, limit, levels, seconds, name):
 
 def fmt(row):
     return (f"| {row['callers']:>5} | {row['connections']:>4} | {row['ok_per_s']:>8.0f} | "
-            f"{row['p50_ms']:>7.2f} | {row['p99_ms']:>8.2f} | {row['refused']:>8} | {row['deadline']:>8} |")
+            f"{row['p50_ms']:>7.2f} | {row['p99_ms']:>8.2f} | {row['refused']:>8} | {row['late']:>8} |")
 
 
-HEADER = ("| in flight | conns | OK/s | p50 ms | p99 ms | refused | deadline |\n"
+HEADER = ("| in flight | conns | OK/s | p50 ms | p99 ms | refused | too late |\n"
           "|---:|---:|---:|---:|---:|---:|---:|")
 
 
@@ -109,12 +113,18 @@ def main():
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)))
     ap.add_argument("--limit", type=int, help="also sweep with MAX_CONCURRENT_CALLS=N")
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--profile", default="release",
+                    help="debug only to check the script itself; numbers need release")
     args = ap.parse_args()
+    global PROFILE
+    PROFILE = args.profile
+    bench.SERVICE = TARGET / PROFILE / "user-service"
     levels = [int(x) for x in args.levels.split(",")]
     need("redis-server", "apt-get install redis-server")
     need("redis-cli", "apt-get install redis-tools")
     if not args.skip_build:
-        subprocess.run(["cargo", "build", "--locked", "--release", "--bins"], cwd=ROOT, check=True)
+        profile = ["--release"] if PROFILE == "release" else []
+        subprocess.run(["cargo", "build", "--locked", *profile, "--bins"], cwd=ROOT, check=True)
     print(f"knee: {os.cpu_count()} CPUs, {args.seconds:g} s per level, GetUser, "
           f"loadgen with 1 thread, callers/8 connections (at least 4)")
     started = time.monotonic()

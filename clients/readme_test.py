@@ -34,7 +34,7 @@ from typing import Iterator, Optional
 import grpc
 import pytest
 
-from conftest import REPO, require_tool, start_pair, stop_pair
+from conftest import REPO, SERVICE_BIN, require_tool, start_pair, stop_pair
 
 DOCS = (
     [Path(os.environ["README"]).resolve()]
@@ -330,6 +330,58 @@ Contract: `../shared/DESIGN.md`.
         "README.md:7: /etc/passwd is not a path relative to README.md",
         "README.md:11: ../outside.md points outside the repository",
     ]
+
+
+# === the configuration page against --help ===
+
+CONFIGURATION = REPO / "docs" / "configuration.md"
+# `[env: NAME=]` or `[env: NAME]` (hidden value), then maybe `[default: VALUE]`.
+HELP_VARIABLE = re.compile(r"\[env: ([A-Z0-9_]+)=?[^\]]*\](?: \[default: ([^\]]*)\])?")
+
+
+def help_variables() -> dict[str, Optional[str]]:
+    """Every variable `user-service --help` and `user-service health --help`
+    name, with its default where clap shows one after it."""
+    if not SERVICE_BIN.is_file():
+        pytest.fail(f"{SERVICE_BIN} not found: run `cargo build --bin user-service` or set USER_SERVICE_BIN",
+                    pytrace=False)
+    found: dict[str, Optional[str]] = {}
+    for args in ([], ["health"]):
+        text = subprocess.run([str(SERVICE_BIN), *args, "--help"], capture_output=True, text=True,
+                              check=True, timeout=COMMAND_TIMEOUT_SECONDS).stdout
+        for name, default in HELP_VARIABLE.findall(" ".join(text.split())):
+            found[name] = default or None
+    return found
+
+
+def documented_defaults(markdown: str) -> dict[str, str]:
+    """`| `NAME` | default | ...` rows of a table naming one variable."""
+    rows = re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]*) \|", markdown, flags=re.M)
+    return {name: cell.strip() for name, cell in rows}
+
+
+def test_configuration_page_names_every_variable_with_its_default() -> None:
+    markdown = CONFIGURATION.read_text()
+    variables = help_variables()
+    assert "LISTEN_ADDR" in variables and "HEALTH_TLS_CA_FILE" in variables, variables
+
+    missing = [name for name in variables if f"`{name}`" not in markdown]
+    defaults = documented_defaults(markdown)
+    wrong = [
+        f"{name}: --help says {default!r}, {CONFIGURATION.name} says {defaults[name]!r}"
+        for name, default in variables.items()
+        if default is not None and name in defaults and defaults[name] != f"`{default}`"
+    ]
+    assert not missing, f"variables of --help missing from {CONFIGURATION.name}: {missing}"
+    assert not wrong, "defaults that differ:\n" + "\n".join(wrong)
+
+
+def test_documented_defaults_are_read_from_single_variable_rows() -> None:
+    markdown = "| `A` | `1` | x |\n| `B` / `C` | none | y |\n| `D` | none | z |\n"
+
+    assert documented_defaults(markdown) == {"A": "`1`", "D": "none"}
+    assert HELP_VARIABLE.findall("x [env: A=] [default: 1] y [env: B] z [env: C=] [default: a b]") == [
+        ("A", "1"), ("B", ""), ("C", "a b")]
 
 
 # === the extractor itself ===

@@ -9,15 +9,12 @@ use tokio::{
     net::TcpListener,
     sync::{oneshot, watch},
 };
-use tonic::{
-    service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig},
-};
+use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     calls::CallsLayer,
-    config::{Config, ListenerTls},
+    config::Config,
     listener::{self, ListenerLayer},
     metrics,
     pb::{self, user::v1::user_service_server::UserServiceServer},
@@ -51,7 +48,7 @@ pub enum AppError {
     #[error(
         "cannot set up TLS on the gRPC listener (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE): {0}"
     )]
-    Tls(#[source] tonic::transport::Error),
+    Tls(#[source] listener::tls::TlsSetupError),
     /// Reflection could not be built from the embedded descriptors.
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -117,25 +114,26 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let limits = &config.listener;
-    let incoming = listener::incoming(listener, limits);
-    let mut builder = limits
+    let tls = match &config.tls {
+        Some(tls) => {
+            let acceptor = listener::tls::acceptor(tls).map_err(AppError::Tls)?;
+            tracing::info!(
+                client_certificates = tls.client_ca.is_some(),
+                "gRPC listener speaks TLS"
+            );
+            Some(acceptor)
+        }
+        None => None,
+    };
+    let incoming = listener::incoming(listener, limits, tls);
+    let server = limits
         .configure(Server::builder())
         // Outermost, so that calls the listener refuses (a malformed
         // grpc-timeout) and those that never reach a handler are counted too.
         .layer(calls)
         // A server span per call, parented on the caller's traceparent.
         .layer(trace::TraceLayer)
-        .layer(ListenerLayer::new(limits.request_body_timeout));
-    if let Some(tls) = &config.tls {
-        builder = builder
-            .tls_config(server_tls(tls, limits.handshake_timeout))
-            .map_err(AppError::Tls)?;
-        tracing::info!(
-            client_certificates = tls.client_ca.is_some(),
-            "gRPC listener speaks TLS"
-        );
-    }
-    let server = builder
+        .layer(ListenerLayer::new(limits.request_body_timeout))
         // Backstop only: handlers answer within their Redis budget long before this.
         .timeout(config.redis.timeout + Duration::from_secs(30))
         .add_service(user_service)
@@ -183,23 +181,6 @@ pub async fn run(
         metrics_server.abort();
     }
     result
-}
-
-/// tonic's form of the listener's TLS settings; client certificates are
-/// required (not optional) whenever a client CA is configured.
-/// The handshake timeout bounds the TLS handshake (tonic runs each in its
-/// own task; without a limit, connections that never finish one pile up).
-fn server_tls(tls: &ListenerTls, handshake_timeout: Duration) -> ServerTlsConfig {
-    let config = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            tls.identity.cert.as_bytes(),
-            tls.identity.key.as_bytes(),
-        ))
-        .timeout(handshake_timeout);
-    match &tls.client_ca {
-        Some(ca) => config.client_ca_root(Certificate::from_pem(ca.as_bytes())),
-        None => config,
-    }
 }
 
 /// Reflection over our proto, health, and google.rpc error details (so

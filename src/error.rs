@@ -34,7 +34,7 @@ pub enum ServiceError {
     #[error("user not found")]
     NotFound,
     /// More calls in flight than the concurrency limit.
-    #[error("too many concurrent calls")]
+    #[error("call refused: concurrency limit reached (MAX_CONCURRENT_CALLS)")]
     Overloaded,
     /// The caller's deadline passed before Redis answered.
     #[error("deadline exceeded while waiting for Redis")]
@@ -135,7 +135,7 @@ impl ServiceError {
 }
 
 /// The error and all its causes on one line, for logs.
-pub fn chain(err: &dyn std::error::Error) -> String {
+fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -1,7 +1,8 @@
 //! The limits of the gRPC listener and where each is enforced: HTTP/2
 //! settings go to tonic's `Server` builder ([`ListenerLimits::configure`]),
 //! the rest is built around the accepted sockets (`accept`: connection
-//! limit, accept back-off; `conn`: handshake, idle and age deadlines) and
+//! limit, accept back-off, TLS handshakes (`tls`); `conn`: handshake, idle
+//! and age deadlines) and
 //! around each request (`layer`: only gRPC served as gRPC, request body
 //! deadline and per-connection body budget; `shape`: the checks themselves).
 //! It holds no configuration parsing: `config` fills [`ListenerLimits`].
@@ -10,6 +11,7 @@ pub mod accept;
 pub mod conn;
 pub mod layer;
 pub mod shape;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -2,20 +2,22 @@
 //! so connections past the limit wait in the kernel's backlog instead of
 //! being accepted and starved; backs off when accept fails for lack of file
 //! descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), which would
-//! otherwise fail again at once and spin a core.
+//! otherwise fail again at once and spin a core. With TLS, each handshake
+//! runs in its own task (holding its slot) within the handshake timeout.
 
 use std::{convert::Infallible, io, sync::Arc, time::Duration};
 
 use tokio::{
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     time::Instant,
 };
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 
 use super::{
     ListenerLimits,
-    conn::{Conn, Deadlines},
+    conn::{Conn, Deadlines, Io},
 };
 
 /// First pause after a failed accept; doubled up to [`MAX_BACKOFF`].
@@ -25,12 +27,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// At most one "connection limit reached" line per this interval.
 const LIMIT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The connections accepted on `listener`, each wrapped in [`Conn`] with
-/// its deadlines. The loop runs in its own task and stops (closing the
-/// listening socket) as soon as the stream is dropped.
+/// The connections accepted on `listener` (through `tls` when given), each
+/// wrapped in [`Conn`] with its deadlines. The loop runs in its own task and
+/// stops (closing the listening socket) as soon as the stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     limits: &ListenerLimits,
+    tls: Option<TlsAcceptor>,
 ) -> impl Stream<Item = Result<Conn, Infallible>> + use<> {
     let deadlines = Deadlines {
         handshake: limits.handshake_timeout,
@@ -45,6 +48,7 @@ pub fn incoming(
         slots,
         limits.max_connections,
         deadlines,
+        tls,
         tx,
     ));
     ReceiverStream::new(rx)
@@ -55,6 +59,7 @@ async fn accept_loop(
     slots: Arc<Semaphore>,
     max_connections: usize,
     deadlines: Deadlines,
+    tls: Option<TlsAcceptor>,
     tx: mpsc::Sender<Result<Conn, Infallible>>,
 ) {
     let mut backoff = MIN_BACKOFF;
@@ -75,12 +80,24 @@ async fn accept_loop(
                 if let Err(err) = socket.set_nodelay(true) {
                     tracing::debug!(error = %err, "cannot set TCP_NODELAY on an accepted connection");
                 }
-                if tx
-                    .send(Ok(Conn::new(socket, permit, deadlines)))
-                    .await
-                    .is_err()
-                {
-                    return;
+                let accepted = Instant::now();
+                match &tls {
+                    None => {
+                        let conn = Conn::new(Io::Plain(socket), permit, deadlines, accepted);
+                        if tx.send(Ok(conn)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(handshake(
+                            acceptor.clone(),
+                            socket,
+                            permit,
+                            deadlines,
+                            accepted,
+                            tx.clone(),
+                        ));
+                    }
                 }
             }
             // The caller gave up between SYN and accept: nothing to wait for.
@@ -97,6 +114,32 @@ async fn accept_loop(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// Completes a TLS handshake within the handshake timeout, then hands the
+/// connection on; a failed or late handshake just drops it (and its slot).
+async fn handshake(
+    acceptor: TlsAcceptor,
+    socket: TcpStream,
+    permit: OwnedSemaphorePermit,
+    deadlines: Deadlines,
+    accepted: Instant,
+    tx: mpsc::Sender<Result<Conn, Infallible>>,
+) {
+    let peer = socket.peer_addr().ok();
+    let deadline = accepted + deadlines.handshake;
+    match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => {
+            let conn = Conn::new(Io::Tls(Box::new(stream)), permit, deadlines, accepted);
+            // An error means the server stopped accepting: nothing to do.
+            let _ = tx.send(Ok(conn)).await;
+        }
+        Ok(Err(err)) => tracing::debug!(?peer, error = %err, "TLS handshake failed"),
+        Err(_) => tracing::debug!(
+            ?peer,
+            "TLS handshake not finished within HANDSHAKE_TIMEOUT_SECONDS"
+        ),
     }
 }
 
@@ -152,7 +195,7 @@ mod tests {
             max_connections: 2,
             ..ListenerLimits::default()
         };
-        let mut incoming = Box::pin(incoming(listener, &limits));
+        let mut incoming = Box::pin(incoming(listener, &limits, None));
         let _callers: Vec<_> = futures_connect(addr, 3).await;
 
         let first = incoming.next().await.unwrap().unwrap();
@@ -175,7 +218,7 @@ mod tests {
     async fn dropping_the_stream_closes_the_listening_socket() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let incoming = incoming(listener, &ListenerLimits::default());
+        let incoming = incoming(listener, &ListenerLimits::default(), None);
 
         drop(incoming);
 

@@ -1,8 +1,9 @@
-//! One accepted connection: the socket, its slot under the connection limit,
-//! and the deadlines hyper has no setting for. The socket fails (and hyper
-//! drops the connection) when the HTTP/2 preface has not arrived within the
-//! handshake timeout, when no call has been in flight for the idle timeout,
-//! or when the connection outlives its age plus grace. Also the
+//! One accepted connection: the socket (plain, or TLS already negotiated),
+//! its slot under the connection limit, and the deadlines hyper has no
+//! setting for. The socket fails (and hyper drops the connection) when the
+//! HTTP/2 preface has not arrived within the handshake timeout of accepting
+//! (TLS handshake included), when no call has been in flight for the idle
+//! timeout, or when the connection outlives its age plus grace. Also the
 //! per-connection counters that `layer` keeps up to date.
 
 use std::{
@@ -22,6 +23,7 @@ use tokio::{
     sync::OwnedSemaphorePermit,
     time::{Instant, Sleep, sleep_until},
 };
+use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Length of the HTTP/2 client preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
@@ -129,10 +131,38 @@ impl Expired {
     }
 }
 
+/// The bytes of a connection: as accepted, or decrypted by TLS.
+#[derive(Debug)]
+pub enum Io {
+    /// Plaintext HTTP/2.
+    Plain(TcpStream),
+    /// HTTP/2 inside TLS (boxed: the TLS state is large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(tcp) => tcp,
+            Io::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+/// Forwards one `AsyncRead`/`AsyncWrite` call to whichever stream `$io` holds.
+macro_rules! forward {
+    ($io:expr, $method:ident($($arg:expr),*)) => {
+        match $io {
+            Io::Plain(tcp) => Pin::new(tcp).$method($($arg),*),
+            Io::Tls(tls) => Pin::new(tls.as_mut()).$method($($arg),*),
+        }
+    };
+}
+
 /// An accepted socket with its deadlines; see the module docs.
 #[derive(Debug)]
 pub struct Conn {
-    io: TcpStream,
+    io: Io,
     info: ConnInfo,
     /// Released when the connection is dropped: the slot under MAX_CONNECTIONS.
     _permit: OwnedSemaphorePermit,
@@ -146,10 +176,17 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Wraps an accepted socket holding `permit`; deadlines start now.
-    pub fn new(io: TcpStream, permit: OwnedSemaphorePermit, deadlines: Deadlines) -> Self {
-        let now = Instant::now();
-        let tcp = io.connect_info();
+    /// Wraps a connection accepted at `accepted`, holding `permit`; the
+    /// deadlines count from `accepted`, so a TLS handshake uses up part of
+    /// the handshake timeout.
+    pub fn new(
+        io: Io,
+        permit: OwnedSemaphorePermit,
+        deadlines: Deadlines,
+        accepted: Instant,
+    ) -> Self {
+        let now = accepted;
+        let tcp = io.tcp().connect_info();
         Conn {
             io,
             info: ConnInfo {
@@ -222,7 +259,7 @@ impl AsyncRead for Conn {
             return Poll::Ready(Err(expired.error()));
         }
         let before = buf.filled().len();
-        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        let result = forward!(&mut this.io, poll_read(cx, buf));
         if this.preface_read < PREFACE_BYTES {
             this.preface_read += buf.filled().len() - before;
         }
@@ -242,7 +279,7 @@ impl AsyncWrite for Conn {
         if let Some(expired) = this.poll_deadlines(cx) {
             return Poll::Ready(Err(expired.error()));
         }
-        Pin::new(&mut this.io).poll_write(cx, buf)
+        forward!(&mut this.io, poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -254,11 +291,14 @@ impl AsyncWrite for Conn {
         if let Some(expired) = this.poll_deadlines(cx) {
             return Poll::Ready(Err(expired.error()));
         }
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+        forward!(&mut this.io, poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        match &self.io {
+            Io::Plain(tcp) => tcp.is_write_vectored(),
+            Io::Tls(tls) => tls.is_write_vectored(),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -266,11 +306,11 @@ impl AsyncWrite for Conn {
         if let Some(expired) = this.poll_deadlines(cx) {
             return Poll::Ready(Err(expired.error()));
         }
-        Pin::new(&mut this.io).poll_flush(cx)
+        forward!(&mut this.io, poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        forward!(&mut self.get_mut().io, poll_shutdown(cx))
     }
 }
 
@@ -296,7 +336,10 @@ mod tests {
             .unwrap();
         let (accepted, _) = listener.accept().await.unwrap();
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
-        (Conn::new(accepted, permit, deadlines), caller)
+        (
+            Conn::new(Io::Plain(accepted), permit, deadlines, Instant::now()),
+            caller,
+        )
     }
 
     async fn read_error(conn: &mut Conn) -> io::Error {

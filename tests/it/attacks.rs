@@ -883,8 +883,13 @@ async fn a_peer_that_never_answers_ping_is_closed_at_the_keepalive_timeout() {
 
 #[tokio::test]
 async fn a_body_that_never_finishes_fails_at_the_body_timeout() {
-    // Arrange
-    let target = Target::start(&[("REQUEST_BODY_TIMEOUT_SECONDS", "2")]).await;
+    // Arrange: the idle timeout is shorter on purpose, so the answer also
+    // shows that a call in flight keeps its connection from counting as idle.
+    let target = Target::start(&[
+        ("REQUEST_BODY_TIMEOUT_SECONDS", "2"),
+        ("IDLE_TIMEOUT_SECONDS", "1"),
+    ])
+    .await;
     let watch = target.watch().await;
     let addr = target.service.addr();
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -919,7 +924,7 @@ async fn a_body_that_never_finishes_fails_at_the_body_timeout() {
     // Assert
     watch
         .finish(
-            "body never finished (REQUEST_BODY_TIMEOUT_SECONDS 2)",
+            "body never finished (REQUEST_BODY_TIMEOUT_SECONDS 2, IDLE_TIMEOUT_SECONDS 1)",
             &format!("answered grpc-status {grpc_status:?} after {answered:?}"),
         )
         .await;
@@ -928,6 +933,41 @@ async fn a_body_that_never_finishes_fails_at_the_body_timeout() {
         answered >= Duration::from_secs(2),
         "not before the timeout: {answered:?}"
     );
+}
+
+/// Completes a TLS handshake (ALPN h2, trusting `ca_file`) with the
+/// service, sends `bytes` inside it and stops; returns when the service
+/// closed the connection, timed from before connecting, or `None` if it
+/// did not within `within`.
+async fn tls_then_stall(
+    addr: std::net::SocketAddr,
+    ca_file: &str,
+    bytes: &[u8],
+    within: Duration,
+) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
+
+    let ca = fs::read(ca_file).unwrap_or_else(|err| panic!("read {ca_file}: {err}"));
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(user_service::tls::certificates(&ca).expect("CA PEM"));
+    let mut config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let started = Instant::now();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake with the service");
+    tls.write_all(bytes).await.expect("send inside TLS");
+    let mut buf = [0u8; 4096];
+    let read_until_closed = async { while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {} };
+    tokio::time::timeout(within, read_until_closed)
+        .await
+        .ok()
+        .map(|()| started.elapsed())
 }
 
 #[tokio::test]
@@ -946,7 +986,9 @@ async fn tls_handshakes_that_stall_are_closed_at_the_handshake_timeout() {
     ];
     partial_hello.resize(64, 0x2a);
 
-    // Act: 10 connections that say nothing, 10 that stop inside the ClientHello.
+    // Act: 10 connections that say nothing, 10 that stop inside the
+    // ClientHello, and 10 that finish TLS, then stop half-way through the
+    // HTTP/2 preface.
     let mut conns = Vec::new();
     for i in 0..20 {
         let mut conn = RawConn::connect(target.service.addr()).await;
@@ -957,6 +999,21 @@ async fn tls_handshakes_that_stall_are_closed_at_the_handshake_timeout() {
         }
         conns.push(conn);
     }
+    let inside_tls: Vec<_> = (0..10)
+        .map(|_| {
+            let addr = target.service.addr();
+            let ca = certs.ca().to_owned();
+            tokio::spawn(async move {
+                tls_then_stall(
+                    addr,
+                    &ca,
+                    &frames::PREFACE[..12],
+                    Duration::from_secs(1) + SLACK,
+                )
+                .await
+            })
+        })
+        .collect();
     let mut closed = Vec::new();
     for conn in &conns {
         closed.push(
@@ -965,13 +1022,16 @@ async fn tls_handshakes_that_stall_are_closed_at_the_handshake_timeout() {
                 .closed,
         );
     }
+    for task in inside_tls {
+        closed.push(task.await.expect("TLS client task"));
+    }
 
     // Assert
     let latest = closed.iter().flatten().max().copied();
     let earliest = closed.iter().flatten().min().copied();
     watch
         .finish(
-            "stalled TLS handshakes (10 silent + 10 half ClientHello, handshake 1 s)",
+            "stalled TLS handshakes and prefaces (10 silent, 10 half ClientHello, 10 half preface inside TLS; handshake 1 s)",
             &format!("closed between {earliest:?} and {latest:?} after connecting"),
         )
         .await;

@@ -4,7 +4,7 @@
 //! Run against a real primary + replica pair and a real cluster, with a
 //! replica frozen by SIGSTOP.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic::Code;
 
@@ -77,35 +77,28 @@ async fn frozen_replica_makes_creates_unavailable_but_not_reads() {
     replica.stop();
     let create = tokio::spawn({
         let mut client = client.clone();
-        async move {
-            let started = Instant::now();
-            let result = client.create_user(user("unreplicated")).await;
-            (result, started.elapsed())
-        }
+        async move { client.create_user(user("unreplicated")).await }
     });
     eventually(SOON, "the create blocks in WAIT on the primary", || async {
         blocked_clients(&primary) >= 1
     })
     .await;
-    let read_started = Instant::now();
     let read = client.get_user(get_request("before-freeze")).await;
-    let read_took = read_started.elapsed();
-    let (created, create_took) = create.await.expect("the create task");
+    // An ordering, not a latency bound: the read is answered while the
+    // create still waits in WAIT, so it did not queue behind it.
+    let create_still_waiting = !create.is_finished() && blocked_clients(&primary) >= 1;
+    let created = create.await.expect("the create task");
     replica.cont();
 
     // Assert
     assert_eq!(code_of(&read), Code::Ok, "{read:?}");
     assert!(
-        read_took < Duration::from_millis(1500),
-        "GetUser took {read_took:?}: it queued behind the create's WAIT"
+        create_still_waiting,
+        "GetUser was answered only after the create's WAIT ended: it queued behind it"
     );
     let status = created.expect_err("a create no replica acknowledged must not be OK");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("not replicated"), "{status:?}");
-    assert!(
-        (Duration::from_secs(2)..Duration::from_secs(6)).contains(&create_took),
-        "the create should wait for most of its 3 s budget, then answer: took {create_took:?}"
-    );
     assert_eq!(
         primary.get("user:unreplicated"),
         Some(stored_value_of(&user("unreplicated"))),

@@ -56,6 +56,7 @@ impl Tweak for CreateUserRequest {
     }
 }
 
+/// A GetUser request for `id`.
 pub fn get_request(id: &str) -> GetUserRequest {
     GetUserRequest { id: id.to_owned() }
 }

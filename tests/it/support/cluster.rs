@@ -9,6 +9,7 @@ use super::{RedisServer, ServerTls, eventually_ok_blocking, run_with_timeout, sl
 
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A running six-node cluster; see the module docs.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     tls: Option<ServerTls>,

@@ -20,7 +20,9 @@ use super::poll_until_blocking;
 pub struct LoadSpec {
     /// `get`, `create` or `mix`.
     pub mode: &'static str,
+    /// Callers calling at once.
     pub concurrency: usize,
+    /// HTTP/2 connections they share.
     pub connections: usize,
     /// How long to run.
     pub duration: Duration,
@@ -64,17 +66,20 @@ impl LoadSpec {
         }
     }
 
+    /// `callers` at once over `connections` connections.
     pub fn concurrency(mut self, callers: usize, connections: usize) -> Self {
         self.concurrency = callers;
         self.connections = connections;
         self
     }
 
+    /// Per-call deadline.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self
     }
 
+    /// Codes (comma-separated) that do not fail the run.
     pub fn allow(mut self, codes: &'static str) -> Self {
         self.allow = codes;
         self
@@ -190,12 +195,15 @@ impl Drop for Load {
 /// One recorded call.
 #[derive(Clone, Debug)]
 pub struct CallRecord {
+    /// The user id the call named.
     pub id: String,
+    /// CreateUser (else GetUser).
     pub create: bool,
     /// The code's name as tonic prints it (`Ok`, `Unavailable`, ...).
     pub code: String,
     /// Wall-clock microseconds since the epoch.
     pub start_us: u64,
+    /// When the answer arrived (Unix microseconds).
     pub end_us: u64,
 }
 
@@ -220,6 +228,7 @@ impl CallRecord {
         })
     }
 
+    /// Whether the call answered OK.
     pub fn ok(&self) -> bool {
         self.code == "Ok"
     }
@@ -237,7 +246,9 @@ impl CallRecord {
 
 /// What a finished `loadgen` run did.
 pub struct LoadReport {
+    /// How `loadgen` exited.
     pub status: ExitStatus,
+    /// Every call it recorded.
     pub calls: Vec<CallRecord>,
     /// loadgen's stdout and stderr, for failure messages.
     pub output: String,

@@ -17,6 +17,7 @@ pub struct HttpAnswer {
     pub status: u16,
     /// The `Content-Type` header, empty when absent.
     pub content_type: String,
+    /// The response body.
     pub body: String,
 }
 

@@ -16,6 +16,7 @@ use super::{RedisServer, eventually_ok_blocking};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A running `redis-cli MONITOR` on one server; see the module docs.
 pub struct Monitor<'a> {
     redis: &'a RedisServer,
     child: Child,

@@ -230,10 +230,12 @@ impl RedisServer {
         Self::builder().start()
     }
 
+    /// A builder for a server with other settings.
     pub fn builder() -> RedisServerBuilder {
         RedisServerBuilder::default()
     }
 
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -259,6 +261,7 @@ impl RedisServer {
         self.tls.as_ref()
     }
 
+    /// The process id of `redis-server`.
     pub fn pid(&self) -> Pid {
         Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in i32"))
     }
@@ -447,10 +450,12 @@ impl RedisServer {
         )
     }
 
+    /// A file in the server's own temp dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
+    /// A blocking connection as the `default` user, with I/O timeouts.
     pub(crate) fn connection(&self) -> redis::RedisResult<redis::Connection> {
         let connection = self.client().get_connection_with_timeout(IO_TIMEOUT)?;
         connection.set_read_timeout(Some(IO_TIMEOUT))?;

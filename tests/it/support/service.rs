@@ -181,10 +181,12 @@ impl Service {
         service
     }
 
+    /// The listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.endpoint.addr()
     }
 
+    /// The process id of the service.
     pub fn pid(&self) -> Pid {
         let id = self.child.lock().unwrap().id();
         Pid::from_raw(i32::try_from(id).expect("pid fits in i32"))
