@@ -33,6 +33,9 @@ pub enum ServiceError {
     /// GetUser on an absent or expired id.
     #[error("user not found")]
     NotFound,
+    /// UpdateUser or DeleteUser with an etag that is not the stored user's.
+    #[error("the user changed since the etag was read")]
+    Aborted,
     /// More calls in flight than the concurrency limit.
     #[error("too many concurrent calls")]
     Overloaded,
@@ -65,9 +68,11 @@ impl ServiceError {
     /// recorder's to rate-limit.
     pub fn log_level(&self) -> Option<tracing::Level> {
         match self {
-            Self::Invalid(_) | Self::AlreadyExists | Self::NotFound | Self::DeadlineExceeded => {
-                None
-            }
+            Self::Invalid(_)
+            | Self::AlreadyExists
+            | Self::NotFound
+            | Self::Aborted
+            | Self::DeadlineExceeded => None,
             Self::Overloaded | Self::RedisTimeout => Some(tracing::Level::WARN),
             Self::Store(err) => Some(match err.kind() {
                 FailureKind::NoPerm
@@ -100,6 +105,7 @@ impl ServiceError {
             Self::Invalid(_) => "INVALID_REQUEST",
             Self::AlreadyExists => "USER_ALREADY_EXISTS",
             Self::NotFound => "USER_NOT_FOUND",
+            Self::Aborted => "ETAG_MISMATCH",
             Self::Overloaded => "TOO_MANY_CONCURRENT_CALLS",
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::RedisTimeout => FailureKind::Timeout.reason(),
@@ -127,12 +133,16 @@ impl From<ServiceError> for Status {
         let (code, message) = match &err {
             ServiceError::Invalid(invalid) => {
                 for v in &invalid.violations {
-                    details.add_bad_request_violation(v.field, v.description.clone());
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
                 }
                 (Code::InvalidArgument, invalid.to_string())
             }
             ServiceError::AlreadyExists => (Code::AlreadyExists, "user already exists".into()),
             ServiceError::NotFound => (Code::NotFound, "user not found".into()),
+            ServiceError::Aborted => (
+                Code::Aborted,
+                "the user changed since the etag was read; read it again and retry".into(),
+            ),
             ServiceError::Overloaded => (
                 Code::ResourceExhausted,
                 "too many concurrent calls, retry later".into(),
@@ -184,11 +194,11 @@ mod tests {
         let err = ServiceError::Invalid(ValidationError {
             violations: vec![
                 FieldViolation {
-                    field: "id",
+                    field: "id".into(),
                     description: "bad".into(),
                 },
                 FieldViolation {
-                    field: "email",
+                    field: "email".into(),
                     description: "bad".into(),
                 },
             ],

@@ -8,6 +8,7 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClientBuilder,
     cluster_async::ClusterConnection,
+    cluster_routing::SingleNodeRoutingInfo,
 };
 use rustls::AlertDescription;
 use std::{error::Error as _, sync::Arc, time::Duration};
@@ -61,6 +62,36 @@ impl RedisConn {
     /// True for a cluster connection.
     pub fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
+    }
+
+    /// Sends the `count` commands of `pipeline` in one round trip: to the
+    /// cluster node at `node` ("host:port"), or, with `None`, as a
+    /// standalone server or the cluster's routing sends it. Answers every
+    /// reply, errors included (as `Value::ServerError`), so that one bad
+    /// key does not hide the others.
+    pub async fn pipeline_on(
+        &mut self,
+        node: Option<&str>,
+        pipeline: &Pipeline,
+        count: usize,
+    ) -> Result<Vec<Value>, RedisError> {
+        let target = node.and_then(|node| {
+            let (host, port) = node.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse::<u16>().ok()?))
+        });
+        match (self, target) {
+            (Self::Cluster(cluster), Some((host, port))) => {
+                cluster
+                    .route_pipeline(
+                        pipeline.clone(),
+                        0,
+                        count,
+                        SingleNodeRoutingInfo::ByAddress { host, port },
+                    )
+                    .await
+            }
+            (conn, _) => conn.req_packed_commands(pipeline, 0, count).await,
+        }
     }
 
     /// The cluster's slot map as one node sees it (`CLUSTER SLOTS`, sent to a

@@ -14,6 +14,7 @@ mod grpcurl;
 mod hostile;
 mod hostile_props;
 mod least_privilege;
+mod lifecycle;
 mod observability;
 mod redis_outage;
 mod redis_refusals;
