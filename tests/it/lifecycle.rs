@@ -13,7 +13,9 @@ use user_service::pb::user::v1::{
 
 use crate::support::{
     RedisCluster, RedisServer, Service, ServiceEnv, Tweak, bad_fields, code_of, eventually, fields,
-    get_request, seconds_until, slots::CLUSTER_LOCK, stored_json, user,
+    get_request, seconds_until,
+    slots::{CLUSTER_LOCK, key_slot},
+    stored_json, user,
 };
 
 type Client = UserServiceClient<tonic::transport::Channel>;
@@ -554,4 +556,104 @@ async fn cluster_life_and_batches_span_every_primary_one_pipeline_each() {
         assert!(!errors.contains("errorstat_"), "{}: {errors}", node.addr());
         assert_eq!(node.acl_denials(), Vec::<String>::new(), "{}", node.addr());
     }
+}
+
+/// An id whose key shares the slot of `taken`'s key.
+fn id_in_slot_of(taken: &str, prefix: &str) -> String {
+    let slot = key_slot(&format!("user:{taken}"));
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|id| key_slot(&format!("user:{id}")) == slot)
+        .expect("some id shares the slot")
+}
+
+#[tokio::test]
+async fn cluster_rpcs_follow_ask_and_moved_while_a_slot_migrates() {
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    // Arrange: the slot of user:moving is half-way through a migration (the
+    // key on the target, the source answering ASK), as `redis-cli --cluster
+    // reshard` leaves it between MIGRATE and SETSLOT NODE.
+    let cluster = RedisCluster::start();
+    let service = Service::start(ServiceEnv::cluster(&cluster)).await;
+    let mut client = service.client();
+    let others: Vec<String> = (0..10).map(|i| format!("still-{i}")).collect();
+    for id in others.iter().map(String::as_str).chain(["moving"]) {
+        client.create_user(user(id)).await.unwrap();
+    }
+    let sibling = id_in_slot_of("moving", "sibling-");
+    client.create_user(user(&sibling)).await.unwrap();
+    let key = "user:moving";
+    let slot = key_slot(key).to_string();
+    let source = cluster.primary_for(key);
+    let target = cluster
+        .primaries()
+        .into_iter()
+        .find(|primary| primary.port() != source.port())
+        .expect("another primary");
+    let source_id: String = source.query(&["CLUSTER", "MYID"]);
+    let target_id: String = target.query(&["CLUSTER", "MYID"]);
+    let _: String = target.query(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]);
+    let _: String = source.query(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]);
+    let target_port = target.port().to_string();
+    let _: String = source.query(&[
+        "MIGRATE",
+        "127.0.0.1",
+        &target_port,
+        key,
+        "0",
+        "5000",
+        "AUTH",
+        target.default_password(),
+    ]);
+    let mut asked: Vec<&str> = vec!["moving", &sibling];
+    asked.extend(others.iter().map(String::as_str));
+
+    // Act + Assert 1: mid-migration (ASK for user:moving only).
+    let got = client
+        .batch_get_users(batch(&asked))
+        .await
+        .expect("a batch follows ASK")
+        .into_inner();
+    let found: Vec<&str> = got
+        .users
+        .iter()
+        .map(|u| u.user.as_ref().unwrap().id.as_str())
+        .collect();
+    assert_eq!(found, asked);
+    let updated = client
+        .update_user(update("moving", "Moved", "", &["name"], ""))
+        .await
+        .expect("an update follows ASK")
+        .into_inner();
+    client
+        .refresh_user(refresh("moving", Some(120)))
+        .await
+        .expect("a refresh follows ASK");
+
+    // Act + Assert 2: the slot handed over; the service's slot map is stale
+    // until its monitor reads it again, so the source answers MOVED.
+    let _: String = source.query(&[
+        "MIGRATE",
+        "127.0.0.1",
+        &target_port,
+        &format!("user:{sibling}"),
+        "0",
+        "5000",
+        "AUTH",
+        target.default_password(),
+    ]);
+    let _: String = target.query(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]);
+    let _: String = source.query(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]);
+    let got = client
+        .batch_get_users(batch(&asked))
+        .await
+        .expect("a batch follows MOVED")
+        .into_inner();
+    assert_eq!(got.users.len(), asked.len(), "{:?}", got.missing_ids);
+    assert_eq!(got.users[0].etag, updated.etag);
+    client
+        .delete_user(delete("moving", &updated.etag))
+        .await
+        .expect("a delete follows MOVED");
+    assert_eq!(target.get(key), None);
 }
