@@ -221,7 +221,7 @@ impl super::UserStore {
     /// Standalone: one pipeline. Cluster: the ids are grouped by the node
     /// that owns their slot (from the slot map the store's monitor keeps),
     /// one pipeline per node, all nodes at once. Each id is read as GetUser
-    /// reads it (GETRANGE + STRLEN + PTTL, bounded). An id whose reply is a
+    /// is read bounded, as GetUser reads it (see [`read_user`]). An id whose reply is a
     /// redirect (a slot moved since the map was read), or whose node's
     /// pipeline failed as a whole, is read again on its own, following
     /// MOVED/ASK like any single-key call.
@@ -251,7 +251,7 @@ impl super::UserStore {
             }
             requests.spawn(async move {
                 let replies = conn
-                    .pipeline_on(node.as_deref(), &pipeline, members.len() * 3)
+                    .pipeline_on(node.as_deref(), &pipeline, members.len() * REPLIES_PER_ID)
                     .await;
                 (members, replies)
             });
@@ -264,7 +264,7 @@ impl super::UserStore {
                 again.extend(members);
                 continue;
             };
-            for (&index, reply) in members.iter().zip(replies.chunks(3)) {
+            for (&index, reply) in members.iter().zip(replies.chunks(REPLIES_PER_ID)) {
                 match user_in_replies(&ids[index], reply)? {
                     Some(user) => found[index] = user,
                     None => again.push(index),
@@ -290,14 +290,21 @@ enum Group {
     Slot(u16),
 }
 
-/// Appends GetUser's bounded read of `key` to `pipeline` (three commands).
+/// Appends a bounded read of `key` to `pipeline`: at most
+/// [`MAX_VALUE_BYTES`] + 1 bytes of the value and its TTL. Two commands,
+/// not GetUser's three: a prefix longer than the bound already says "too
+/// large", and only then is the exact length worth a round trip (the id is
+/// read again alone, as GetUser reads it).
 fn read_user(pipeline: &mut Pipeline, key: &str) {
     let last = isize::try_from(MAX_VALUE_BYTES).unwrap_or(isize::MAX);
-    pipeline.getrange(key, 0, last).strlen(key).pttl(key);
+    pipeline.getrange(key, 0, last).pttl(key);
 }
 
-/// The user in one id's three replies: `Some(None)` when absent,
-/// `None` when it must be read again alone (a redirect).
+/// Replies per id in a batch pipeline (see [`read_user`]).
+const REPLIES_PER_ID: usize = 2;
+
+/// The user in one id's replies: `Some(None)` when absent, `None` when it
+/// must be read again alone (a redirect, or a value longer than the bound).
 fn user_in_replies(id: &UserId, reply: &[Value]) -> Result<Option<Option<StoredUser>>, StoreError> {
     for value in reply {
         if let Value::ServerError(err) = value {
@@ -308,24 +315,14 @@ fn user_in_replies(id: &UserId, reply: &[Value]) -> Result<Option<Option<StoredU
             return Err(corrupt_if_wrong_type(&key(id), err));
         }
     }
-    let (Some(prefix), Some(len), Some(pttl)) =
-        (bytes_at(reply, 0), int_at(reply, 1), int_at(reply, 2))
-    else {
+    let (Some(prefix), Some(pttl)) = (bytes_at(reply, 0), int_at(reply, 1)) else {
         return Err(unexpected("batch read"));
     };
     if pttl == -2 {
         return Ok(Some(None));
     }
-    let len = u64::try_from(len).unwrap_or(0);
-    if len as usize != prefix.len() {
-        // Too long to be a user (only a prefix was read): decode says so.
-        let problem = value::decode(id, len, prefix)
-            .err()
-            .unwrap_or(Corruption::TooLarge { bytes: len });
-        return Err(StoreError::Corrupt {
-            key: key(id),
-            problem,
-        });
+    if prefix.len() > MAX_VALUE_BYTES {
+        return Ok(None);
     }
     user_from(id, prefix, expiry_in(pttl)).map(|user| Some(Some(user)))
 }
