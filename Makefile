@@ -1,13 +1,15 @@
 # Entry points a newcomer needs; README.md explains each.
 .PHONY: deps run test test-rust test-clients test-deploy lint bench
 
-# Installs protoc, redis-server/redis-cli, grpcurl, openssl, shellcheck and the clients' toolchains when missing.
+# Installs protoc, redis-server/redis-cli, grpcurl, iptables, openssl, prometheus, shellcheck and the clients' toolchains when missing.
 deps:
 	@scripts/install-deps.sh
 	@scripts/clients-deps.sh
 
 # Serves on localhost:50051, starting a local Redis when none answers on 6379.
-run: deps
+# Needs only the service's own tools, not the clients' (their venv takes a minute).
+run:
+	@scripts/install-deps.sh
 	@scripts/run.sh
 
 # The whole test suite: unit and integration tests against real redis-server

@@ -15,6 +15,11 @@ What is expected: exit 0, unless the document shows the result right below a
   exit code for it (64 + the numeric code, e.g. NotFound 5 -> 69);
 - a `$ echo $?` line followed by a number: exactly that exit code.
 Set README=path to check another file instead (e.g. a draft).
+
+The same documents' links are checked too: every relative link (and every
+`../` path written in the text) must name a file or directory inside the
+repository, and a `#fragment` into a Markdown file must name one of its
+headings. Web links (http, https, mailto) are left alone.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Iterator, Optional
 import grpc
 import pytest
 
-from conftest import REPO, require_tool, start_pair, stop_pair
+from conftest import REPO, SERVICE_BIN, require_tool, start_pair, stop_pair
 
 DOCS = (
     [Path(os.environ["README"]).resolve()]
@@ -228,6 +233,155 @@ def test_documented_grpcurl_command(command: DocCommand, doc_results) -> None:
         name = "".join(part.capitalize() for part in code.name.split("_"))
         if not re.search(rf"Code:\s*{name}\b", result.stderr):
             pytest.fail(f"the document shows Code: {name}, grpcurl printed otherwise\n{shown}", pytrace=False)
+
+
+# === links ===
+
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$")
+# A path that climbs with ../, written anywhere (a code span is how the old
+# README named ../shared/DESIGN.md, which no clone has).
+CLIMBING_PATH = re.compile(r"(?<![\w/.])((?:\.\./)+[\w.\-/]*)")
+WEB = ("http://", "https://", "mailto:")
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a document's headings (`## Over TLS` -> `over-tls`)."""
+    in_block = {number for number, _, _ in code_block_lines(markdown)}
+    anchors: set[str] = set()
+    for number, line in enumerate(markdown.splitlines(), start=1):
+        match = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if match and number not in in_block:
+            text = re.sub(r"[`*_]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", match.group(1))
+            slug = re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
+def link_problems(doc: Path, markdown: str, repo: Path = REPO) -> list[str]:
+    """Why each link in `markdown` (the text of `doc`) is broken; empty when none is."""
+    in_block = {number for number, _, _ in code_block_lines(markdown)}
+    repo = repo.resolve()
+    problems: list[str] = []
+    for number, line in enumerate(markdown.splitlines(), start=1):
+        if number in in_block:
+            targets = []
+        else:
+            targets = LINK.findall(line)
+            definition = REFERENCE_DEFINITION.match(line)
+            if definition:
+                targets.append(definition.group(1))
+        written_paths = [p for p in CLIMBING_PATH.findall(line) if p not in targets]
+        where = f"{doc.name}:{number}"
+        for target in targets + written_paths:
+            if target.startswith(WEB):
+                continue
+            path_part, _, fragment = target.partition("#")
+            if not path_part:
+                if fragment and fragment not in heading_anchors(markdown):
+                    problems.append(f"{where}: #{fragment} is no heading of {doc.name}")
+                continue
+            if path_part.startswith("/") or re.match(r"^[a-z][a-z0-9+.-]*:", path_part):
+                problems.append(f"{where}: {target} is not a path relative to {doc.name}")
+                continue
+            resolved = (doc.parent / path_part).resolve()
+            if resolved != repo and repo not in resolved.parents:
+                problems.append(f"{where}: {target} points outside the repository")
+            elif not resolved.exists():
+                problems.append(f"{where}: {target} does not exist")
+            elif fragment and resolved.suffix == ".md" and fragment not in heading_anchors(resolved.read_text()):
+                problems.append(f"{where}: #{fragment} is no heading of {path_part}")
+    return problems
+
+
+@pytest.mark.parametrize("doc", [d for d in DOCS if d.exists()], ids=lambda d: d.name)
+def test_links_stay_in_the_repository_and_resolve(doc: Path) -> None:
+    problems = link_problems(doc, doc.read_text())
+    assert not problems, "broken links:\n" + "\n".join(problems)
+
+
+def test_link_check_finds_each_kind_of_broken_link(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "docs").mkdir(parents=True)
+    (repo / "docs" / "a.md").write_text("# A page\n\n## Over TLS\n")
+    doc = repo / "README.md"
+    markdown = """\
+# Title
+
+[fine](docs/a.md) [fine too](docs/a.md#over-tls) [here](#title) [web](https://example.com)
+[missing](docs/b.md)
+[bad anchor](docs/a.md#nowhere) [bad local anchor](#nowhere)
+Contract: `../shared/DESIGN.md`.
+[absolute](/etc/passwd)
+
+    [in a code block](nothing.md)
+
+[ref]: ../outside.md
+"""
+    doc.write_text(markdown)
+
+    problems = link_problems(doc, markdown, repo)
+
+    assert problems == [
+        "README.md:4: docs/b.md does not exist",
+        "README.md:5: #nowhere is no heading of docs/a.md",
+        "README.md:5: #nowhere is no heading of README.md",
+        "README.md:6: ../shared/DESIGN.md points outside the repository",
+        "README.md:7: /etc/passwd is not a path relative to README.md",
+        "README.md:11: ../outside.md points outside the repository",
+    ]
+
+
+# === the configuration page against --help ===
+
+CONFIGURATION = REPO / "docs" / "configuration.md"
+# `[env: NAME=]` or `[env: NAME]` (hidden value), then maybe `[default: VALUE]`.
+HELP_VARIABLE = re.compile(r"\[env: ([A-Z0-9_]+)=?[^\]]*\](?: \[default: ([^\]]*)\])?")
+
+
+def help_variables() -> dict[str, Optional[str]]:
+    """Every variable `user-service --help` and `user-service health --help`
+    name, with its default where clap shows one after it."""
+    if not SERVICE_BIN.is_file():
+        pytest.fail(f"{SERVICE_BIN} not found: run `cargo build --bin user-service` or set USER_SERVICE_BIN",
+                    pytrace=False)
+    found: dict[str, Optional[str]] = {}
+    for args in ([], ["health"]):
+        text = subprocess.run([str(SERVICE_BIN), *args, "--help"], capture_output=True, text=True,
+                              check=True, timeout=COMMAND_TIMEOUT_SECONDS).stdout
+        for name, default in HELP_VARIABLE.findall(" ".join(text.split())):
+            found[name] = default or None
+    return found
+
+
+def documented_defaults(markdown: str) -> dict[str, str]:
+    """`| `NAME` | default | ...` rows of a table naming one variable."""
+    rows = re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]*) \|", markdown, flags=re.M)
+    return {name: cell.strip() for name, cell in rows}
+
+
+def test_configuration_page_names_every_variable_with_its_default() -> None:
+    markdown = CONFIGURATION.read_text()
+    variables = help_variables()
+    assert "LISTEN_ADDR" in variables and "HEALTH_TLS_CA_FILE" in variables, variables
+
+    missing = [name for name in variables if f"`{name}`" not in markdown]
+    defaults = documented_defaults(markdown)
+    wrong = [
+        f"{name}: --help says {default!r}, {CONFIGURATION.name} says {defaults[name]!r}"
+        for name, default in variables.items()
+        if default is not None and name in defaults and defaults[name] != f"`{default}`"
+    ]
+    assert not missing, f"variables of --help missing from {CONFIGURATION.name}: {missing}"
+    assert not wrong, "defaults that differ:\n" + "\n".join(wrong)
+
+
+def test_documented_defaults_are_read_from_single_variable_rows() -> None:
+    markdown = "| `A` | `1` | x |\n| `B` / `C` | none | y |\n| `D` | none | z |\n"
+
+    assert documented_defaults(markdown) == {"A": "`1`", "D": "none"}
+    assert HELP_VARIABLE.findall("x [env: A=] [default: 1] y [env: B] z [env: C=] [default: a b]") == [
+        ("A", "1"), ("B", ""), ("C", "a b")]
 
 
 # === the extractor itself ===

@@ -218,13 +218,13 @@ check_secured() {
             fail "a password shows in the service container's configuration"
     done
     # The service's own user: only GET/SET/PTTL/PING on user:*.
-    expect "$(as user-service GET user:user123)" '"email":"user@user.com"' "user-service GET user:*"
+    expect "$(as user-service GETRANGE user:user123 0 -1)" '"email":"user@user.com"' "user-service GETRANGE user:*"
     expect "$(as user-service FLUSHALL)" NOPERM "user-service FLUSHALL"
     expect "$(as user-service KEYS '*')" NOPERM "user-service KEYS"
     expect "$(as user-service CONFIG GET dir)" NOPERM "user-service CONFIG GET"
     expect "$(as user-service SET other:key x)" NOPERM "user-service SET outside user:*"
-    expect "$(as user-service GET other:key)" NOPERM "user-service GET outside user:*"
-    say "user-service: GET user:* ok; FLUSHALL, KEYS, CONFIG and keys outside user:* refused (NOPERM)"
+    expect "$(as user-service GETRANGE other:key 0 -1)" NOPERM "user-service GETRANGE outside user:*"
+    say "user-service: GETRANGE user:* ok; FLUSHALL, KEYS, CONFIG and keys outside user:* refused (NOPERM)"
     # The read-only user.
     expect "$(as readonly GET user:user123)" '"email":"user@user.com"' "readonly GET user:*"
     out=$(as readonly TTL user:user123)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine, skipping
 # what is already there: protoc (build), redis-server/redis-cli, grpcurl,
-# iptables and openssl (tests), shellcheck (script lint). Safe to run again.
+# iptables, openssl and prometheus (tests), shellcheck (script lint). Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -16,6 +16,8 @@ command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 command -v iptables >/dev/null || need_apt+=(iptables)
 # The TLS tests make their certificates with the openssl CLI.
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The metrics test scrapes the service with a real Prometheus server.
+command -v prometheus >/dev/null || need_apt+=(prometheus)
 
 if ((${#need_apt[@]})); then
     echo "install-deps: apt-get install ${need_apt[*]}"
@@ -31,7 +33,7 @@ if ! command -v grpcurl >/dev/null; then
     hash -r
 fi
 
-for tool in protoc redis-server redis-cli grpcurl shellcheck openssl; do
+for tool in protoc redis-server redis-cli grpcurl shellcheck openssl prometheus; do
     command -v "$tool" >/dev/null || {
         echo "install-deps: $tool is still missing after installing; install it by hand" >&2
         exit 1

@@ -29,9 +29,18 @@ if [[ -z ${REDIS_URL:-} && -z ${REDIS_CLUSTER_NODES:-} ]]; then
     fi
 fi
 
-cargo build --release --quiet
+cargo build --release --locked --quiet
+# The binary is wherever cargo puts it: CARGO_TARGET_DIR, build.target-dir in
+# a cargo config, or ./target. cargo metadata resolves all three.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+binary="$target_dir/release/user-service"
+if [[ ! -x $binary ]]; then
+    echo "run: no binary at $binary after cargo build (target directory from cargo metadata: ${target_dir:-none})" >&2
+    exit 1
+fi
 # Not exec: the trap must stop the Redis started above when the service exits.
-./target/release/user-service "$@" &
+"$binary" "$@" &
 service_pid=$!
 trap 'kill -TERM "$service_pid" 2>/dev/null || true' INT TERM
 status=0

@@ -9,14 +9,13 @@ use tokio::{
     net::TcpListener,
     sync::{oneshot, watch},
 };
-use tonic::{
-    service::interceptor::InterceptedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
-};
+use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    config::{Config, ListenerTls},
+    calls::CallsLayer,
+    config::Config,
+    listener::{self, ListenerLayer},
     metrics,
     pb::{self, user::v1::user_service_server::UserServiceServer},
     service::{self, UserApi},
@@ -31,10 +30,6 @@ pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 /// Name of the user service in health checks.
 const USER_SERVICE_NAME: &str = "user.v1.UserService";
 
-/// Limit of a caller's TLS handshake. tonic runs each handshake in its own
-/// task; without a limit, connections that never finish one pile up.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -48,7 +43,7 @@ pub enum AppError {
     #[error(
         "cannot set up TLS on the gRPC listener (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE): {0}"
     )]
-    Tls(#[source] tonic::transport::Error),
+    Tls(#[source] listener::tls::TlsSetupError),
     /// Reflection could not be built from the embedded descriptors.
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -70,18 +65,25 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    set_health(&reporter, ServingStatus::NotServing).await;
     let metrics_server = match config.metrics_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| AppError::Metrics { addr, source })?;
             tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving metrics at /metrics");
-            Some(tokio::spawn(metrics::serve(listener, &metrics::METRICS)))
+            Some(tokio::spawn(metrics::serve(listener, metrics::install())))
         }
         None => None,
     };
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::NotServing).await;
+    // After `metrics::install`, so that the per-call series bind to the exporter.
+    let calls = CallsLayer::new(&[
+        pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]);
 
     let store = UserStore::start(config.redis.clone());
     let follower = tokio::spawn(follow_readiness(store.readiness(), reporter.clone()));
@@ -102,17 +104,25 @@ pub async fn run(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    // Small request/response pairs: without NODELAY, Nagle adds up to 40 ms per call.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = Server::builder();
-    if let Some(tls) = &config.tls {
-        builder = builder.tls_config(server_tls(tls)).map_err(AppError::Tls)?;
-        tracing::info!(
-            client_certificates = tls.client_ca.is_some(),
-            "gRPC listener speaks TLS"
-        );
-    }
-    let server = builder
+    let limits = &config.listener;
+    let tls = match &config.tls {
+        Some(tls) => {
+            let acceptor = listener::tls::acceptor(tls).map_err(AppError::Tls)?;
+            tracing::info!(
+                client_certificates = tls.client_ca.is_some(),
+                "gRPC listener speaks TLS"
+            );
+            Some(acceptor)
+        }
+        None => None,
+    };
+    let incoming = listener::incoming(listener, limits, tls);
+    let server = limits
+        .configure(Server::builder())
+        // Outermost, so that calls the listener refuses (a malformed
+        // grpc-timeout) and those that never reach a handler are counted too.
+        .layer(calls)
+        .layer(ListenerLayer::new(limits.request_body_timeout))
         // Backstop only: handlers answer within their Redis budget long before this.
         .timeout(config.redis.timeout + Duration::from_secs(30))
         .add_service(user_service)
@@ -147,21 +157,6 @@ pub async fn run(
         metrics_server.abort();
     }
     result
-}
-
-/// tonic's form of the listener's TLS settings; client certificates are
-/// required (not optional) whenever a client CA is configured.
-fn server_tls(tls: &ListenerTls) -> ServerTlsConfig {
-    let config = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            tls.identity.cert.as_bytes(),
-            tls.identity.key.as_bytes(),
-        ))
-        .timeout(TLS_HANDSHAKE_TIMEOUT);
-    match &tls.client_ca {
-        Some(ca) => config.client_ca_root(Certificate::from_pem(ca.as_bytes())),
-        None => config,
-    }
 }
 
 /// Reflection over our proto, health, and google.rpc error details (so

@@ -37,7 +37,7 @@ pub enum ServiceError {
     #[error("the user changed since the etag was read")]
     Aborted,
     /// More calls in flight than the concurrency limit.
-    #[error("too many concurrent calls")]
+    #[error("call refused: concurrency limit reached (MAX_CONCURRENT_CALLS)")]
     Overloaded,
     /// The caller's deadline passed before Redis answered.
     #[error("deadline exceeded while waiting for Redis")]

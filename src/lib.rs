@@ -5,10 +5,12 @@
 //! errors flow back through `error::ServiceError` into one `tonic::Status` mapping.
 
 pub mod app;
+pub mod calls;
 pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod pb;
 pub mod probe;

@@ -1,356 +1,247 @@
-//! Prometheus metrics: counters and histograms kept in fixed arrays of
-//! atomics (recording a call is a few relaxed atomic adds: no lock, no
-//! allocation), rendered in the text exposition format, and a tiny HTTP/1.1
-//! endpoint answering `GET /metrics` on its own port (`METRICS_ADDR`). It
-//! does not decide what a call's outcome is; `service`, `error` and `app`
-//! report outcomes here.
+//! Prometheus metrics: the series the service exports, recorded through the
+//! `metrics` facade into `metrics-exporter-prometheus`, and the `/metrics`
+//! endpoint (axum's router on hyper) on `METRICS_ADDR`. Per-call series (`grpc_server_*`) are
+//! recorded by `calls`; this module names the rest and renders them all. It
+//! does not decide what a call's outcome is.
 
 use std::{
-    fmt::Write as _,
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::Semaphore,
+use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use axum::{Router, http::header, response::IntoResponse, routing::get};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
 };
-use tonic::Code;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::store::FailureKind;
 
-/// The process-wide metrics; the service has one registry, like one log.
-pub static METRICS: Metrics = Metrics::new();
+/// The service's own series; a unit value so that callers anywhere
+/// (health monitor, topology watch, handlers) record without plumbing.
+pub static METRICS: Metrics = Metrics;
 
-/// RPCs counted, in label order.
-const METHODS: [&str; 2] = ["CreateUser", "GetUser"];
+/// Name of the go-grpc-prometheus counter of calls started.
+pub const STARTED: &str = "grpc_server_started_total";
+/// Name of the go-grpc-prometheus counter of calls finished, by `grpc_code`.
+pub const HANDLED: &str = "grpc_server_handled_total";
+/// Name of the go-grpc-prometheus histogram of handling time.
+pub const HANDLING_SECONDS: &str = "grpc_server_handling_seconds";
 
-/// gRPC codes as grpc-go and go-grpc-prometheus spell them, indexed by code number.
-const CODES: [&str; 17] = [
-    "OK",
-    "Canceled",
-    "Unknown",
-    "InvalidArgument",
-    "DeadlineExceeded",
-    "NotFound",
-    "AlreadyExists",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "FailedPrecondition",
-    "Aborted",
-    "OutOfRange",
-    "Unimplemented",
-    "Internal",
-    "Unavailable",
-    "DataLoss",
-    "Unauthenticated",
+const REDIS_ERRORS: &str = "user_service_redis_errors_total";
+const SERVING: &str = "user_service_serving";
+const REDIS_LOST: &str = "user_service_redis_lost_total";
+const TOPOLOGY_CHANGES: &str = "user_service_cluster_topology_changes_total";
+const FAILOVERS: &str = "user_service_cluster_failovers_total";
+const REFUSED: &str = "user_service_calls_refused_total";
+const BUILD_INFO: &str = "user_service_build_info";
+
+/// Upper bounds of the handling-time buckets in seconds (0.5 ms to 5 s):
+/// a call answers in about a millisecond on loopback, and no call outlives
+/// the Redis budget (seconds).
+const BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// Upper bounds of the latency buckets, in microseconds (0.5 ms to 5 s).
-const BUCKETS_US: [u64; 13] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000, 5_000_000,
-];
+/// How often histogram samples are folded into buckets when nobody scrapes;
+/// without it they pile up between scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Latency histogram of one method.
-struct Histogram {
-    /// Calls per bucket (not cumulative); the last one is +Inf.
-    buckets: [AtomicU64; BUCKETS_US.len() + 1],
-    sum_us: AtomicU64,
-}
+/// Connections to the metrics endpoint served at once; more wait in the
+/// accept queue. Prometheus uses one per target.
+const MAX_SCRAPES: usize = 16;
+/// Time a client has to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a metrics connection stays open (Prometheus reconnects as needed).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Pause after a failed accept (EMFILE and the like).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-impl Histogram {
-    const fn new() -> Self {
-        Self {
-            buckets: [const { AtomicU64::new(0) }; BUCKETS_US.len() + 1],
-            sum_us: AtomicU64::new(0),
-        }
-    }
-
-    fn observe(&self, latency: Duration) {
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let bucket = BUCKETS_US
-            .iter()
-            .position(|&bound| us <= bound)
-            .unwrap_or(BUCKETS_US.len());
-        self.buckets[bucket].fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(us, Relaxed);
-    }
-}
-
-/// Every metric the service exports.
-pub struct Metrics {
-    calls: [[AtomicU64; CODES.len()]; METHODS.len()],
-    latency: [Histogram; METHODS.len()],
-    redis_errors: [AtomicU64; FailureKind::ALL.len()],
-    serving: AtomicU64,
-    redis_lost: AtomicU64,
-    topology_changes: AtomicU64,
-    failovers: AtomicU64,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// Records the service's own series (the per-call ones live in `calls`).
+/// Without an installed exporter (no `METRICS_ADDR`) every call is a no-op.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Metrics;
 
 impl Metrics {
-    /// All zero, health NOT_SERVING.
-    pub const fn new() -> Self {
-        Self {
-            calls: [const { [const { AtomicU64::new(0) }; CODES.len()] }; METHODS.len()],
-            latency: [const { Histogram::new() }; METHODS.len()],
-            redis_errors: [const { AtomicU64::new(0) }; FailureKind::ALL.len()],
-            serving: AtomicU64::new(0),
-            redis_lost: AtomicU64::new(0),
-            topology_changes: AtomicU64::new(0),
-            failovers: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts one finished call of `method` (`"CreateUser"`, `"GetUser"`).
-    pub fn record_call(&self, method: &str, code: Code, latency: Duration) {
-        let Some(m) = METHODS.iter().position(|&name| name == method) else {
-            return;
-        };
-        let c = usize::try_from(code as i32).map_or(CODES.len(), |c| c.min(CODES.len() - 1));
-        self.calls[m][c].fetch_add(1, Relaxed);
-        self.latency[m].observe(latency);
-    }
-
-    /// Counts one failed Redis operation.
+    /// Counts one failed Redis operation of a call.
     pub fn record_redis_error(&self, kind: FailureKind) {
-        if let Some(i) = FailureKind::ALL.iter().position(|&k| k == kind) {
-            self.redis_errors[i].fetch_add(1, Relaxed);
-        }
+        counter!(REDIS_ERRORS, "kind" => kind.label()).increment(1);
+    }
+
+    /// Counts one UserService call refused by the concurrency limit.
+    pub fn record_refused(&self) {
+        counter!(REFUSED).increment(1);
     }
 
     /// Sets the health gauge.
     pub fn set_serving(&self, serving: bool) {
-        self.serving.store(u64::from(serving), Relaxed);
+        gauge!(SERVING).set(if serving { 1.0 } else { 0.0 });
     }
 
     /// Counts a SERVING -> NOT_SERVING change caused by Redis.
     pub fn record_redis_lost(&self) {
-        self.redis_lost.fetch_add(1, Relaxed);
+        counter!(REDIS_LOST).increment(1);
     }
 
     /// Counts a change of the cluster's slot map, and whether the set of
     /// primaries changed with it (a failover).
     pub fn record_topology_change(&self, failover: bool) {
-        self.topology_changes.fetch_add(1, Relaxed);
+        counter!(TOPOLOGY_CHANGES).increment(1);
         if failover {
-            self.failovers.fetch_add(1, Relaxed);
+            counter!(FAILOVERS).increment(1);
         }
     }
+}
 
-    /// The text exposition format (version 0.0.4).
+/// The exporter: where rendering reads from, and the `process_*` collector.
+#[derive(Clone)]
+pub struct Exporter {
+    handle: PrometheusHandle,
+    process: Arc<metrics_process::Collector>,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exporter")
+    }
+}
+
+impl Exporter {
+    /// The text exposition format (version 0.0.4), process series refreshed first.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        // Writing to a String cannot fail.
-        let _ = self.write_to(&mut out);
-        out
-    }
-
-    fn write_to(&self, out: &mut String) -> std::fmt::Result {
-        writeln!(
-            out,
-            "# HELP user_service_calls_total UserService calls finished, by method and gRPC status code."
-        )?;
-        writeln!(out, "# TYPE user_service_calls_total counter")?;
-        for (m, method) in METHODS.iter().enumerate() {
-            for (c, code) in CODES.iter().enumerate() {
-                let n = self.calls[m][c].load(Relaxed);
-                // OK is always shown so that every method has a series; other codes once seen.
-                if n > 0 || c == 0 {
-                    writeln!(
-                        out,
-                        "user_service_calls_total{{method=\"{method}\",code=\"{code}\"}} {n}"
-                    )?;
-                }
-            }
-        }
-
-        writeln!(
-            out,
-            "# HELP user_service_call_duration_seconds Time from a call reaching the handler to its answer."
-        )?;
-        writeln!(out, "# TYPE user_service_call_duration_seconds histogram")?;
-        for (m, method) in METHODS.iter().enumerate() {
-            let histogram = &self.latency[m];
-            let mut cumulative = 0;
-            for (b, bucket) in histogram.buckets.iter().enumerate() {
-                cumulative += bucket.load(Relaxed);
-                let le = BUCKETS_US
-                    .get(b)
-                    .map_or_else(|| "+Inf".to_owned(), |&us| seconds(us));
-                writeln!(
-                    out,
-                    "user_service_call_duration_seconds_bucket{{method=\"{method}\",le=\"{le}\"}} {cumulative}"
-                )?;
-            }
-            let sum = seconds(histogram.sum_us.load(Relaxed));
-            writeln!(
-                out,
-                "user_service_call_duration_seconds_sum{{method=\"{method}\"}} {sum}"
-            )?;
-            writeln!(
-                out,
-                "user_service_call_duration_seconds_count{{method=\"{method}\"}} {cumulative}"
-            )?;
-        }
-
-        writeln!(
-            out,
-            "# HELP user_service_redis_errors_total Failed Redis operations of calls, by kind."
-        )?;
-        writeln!(out, "# TYPE user_service_redis_errors_total counter")?;
-        for (i, kind) in FailureKind::ALL.iter().enumerate() {
-            writeln!(
-                out,
-                "user_service_redis_errors_total{{kind=\"{}\"}} {}",
-                kind.label(),
-                self.redis_errors[i].load(Relaxed)
-            )?;
-        }
-
-        let gauges = [
-            (
-                "user_service_serving",
-                "gauge",
-                "1 while health reports SERVING (Redis answers), else 0.",
-                self.serving.load(Relaxed),
-            ),
-            (
-                "user_service_redis_lost_total",
-                "counter",
-                "Times health turned NOT_SERVING because Redis stopped answering.",
-                self.redis_lost.load(Relaxed),
-            ),
-            (
-                "user_service_cluster_topology_changes_total",
-                "counter",
-                "Changes of the cluster slot map seen by the service (failover or resharding).",
-                self.topology_changes.load(Relaxed),
-            ),
-            (
-                "user_service_cluster_failovers_total",
-                "counter",
-                "Slot map changes in which the set of primaries changed (failover detected).",
-                self.failovers.load(Relaxed),
-            ),
-        ];
-        for (name, kind, help, value) in gauges {
-            writeln!(out, "# HELP {name} {help}")?;
-            writeln!(out, "# TYPE {name} {kind}")?;
-            writeln!(out, "{name} {value}")?;
-        }
-        writeln!(out, "# HELP user_service_build_info The running version.")?;
-        writeln!(out, "# TYPE user_service_build_info gauge")?;
-        writeln!(
-            out,
-            "user_service_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        )
+        self.process.collect();
+        self.handle.render()
     }
 }
 
-/// Microseconds as a decimal number of seconds, exactly.
-fn seconds(us: u64) -> String {
-    let frac = us % 1_000_000;
-    if frac == 0 {
-        format!("{}", us / 1_000_000)
-    } else {
-        let digits = format!("{frac:06}");
-        format!("{}.{}", us / 1_000_000, digits.trim_end_matches('0'))
-    }
+/// Installs the Prometheus recorder as the process's `metrics` recorder
+/// (once: later calls, e.g. a second in-process server in tests, share it)
+/// and describes every series. Call it before building the server, so that
+/// the per-call handles bind to it.
+pub fn install() -> Exporter {
+    static EXPORTER: OnceLock<Exporter> = OnceLock::new();
+    EXPORTER
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HANDLING_SECONDS.to_owned()), &BUCKETS)
+                .expect("BUCKETS is a non-empty constant")
+                .build_recorder();
+            let handle = recorder.handle();
+            if let Err(err) = ::metrics::set_global_recorder(recorder) {
+                // Another recorder came first (an embedding program): ours stays empty.
+                tracing::warn!(error = %err, "a metrics recorder was already installed; /metrics shows only process series");
+            }
+            let process = Arc::new(metrics_process::Collector::default());
+            process.describe();
+            describe();
+            Exporter { handle, process }
+        })
+        .clone()
 }
 
-/// Scrapes served at once; more wait for a slot (bounds memory).
-const MAX_SCRAPES: usize = 16;
-/// Limit on reading a request head and writing the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest request head read.
-const MAX_HEAD: usize = 8 * 1024;
+/// Help texts, and every Redis-side series at its starting value so that
+/// `rate()` sees the first increment.
+fn describe() {
+    describe_counter!(
+        STARTED,
+        "gRPC calls started on the server (including unknown and undecodable ones)."
+    );
+    describe_counter!(
+        HANDLED,
+        "gRPC calls finished on the server, by gRPC status code."
+    );
+    describe_histogram!(
+        HANDLING_SECONDS,
+        ::metrics::Unit::Seconds,
+        "Time from a call's request headers to its final status."
+    );
+    describe_counter!(REDIS_ERRORS, "Failed Redis operations of calls, by kind.");
+    describe_counter!(
+        REFUSED,
+        "UserService calls refused with RESOURCE_EXHAUSTED: no slot freed within the admission wait."
+    );
+    describe_gauge!(
+        SERVING,
+        "1 while health reports SERVING (Redis answers), else 0."
+    );
+    describe_counter!(
+        REDIS_LOST,
+        "Times health turned NOT_SERVING because Redis stopped answering."
+    );
+    describe_counter!(
+        TOPOLOGY_CHANGES,
+        "Changes of the cluster slot map seen by the service (failover or resharding)."
+    );
+    describe_counter!(
+        FAILOVERS,
+        "Slot map changes in which the set of primaries changed (failover detected)."
+    );
+    describe_gauge!(BUILD_INFO, "The running version.");
+    for kind in FailureKind::ALL {
+        counter!(REDIS_ERRORS, "kind" => kind.label()).increment(0);
+    }
+    for name in [REDIS_LOST, TOPOLOGY_CHANGES, FAILOVERS, REFUSED] {
+        counter!(name).increment(0);
+    }
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
 
-/// Answers `GET /metrics` on `listener` until the task is dropped. Each
-/// connection gets one answer and is closed (`Connection: close`), which
-/// Prometheus handles; nothing here can block the gRPC server.
-pub async fn serve(listener: TcpListener, metrics: &'static Metrics) {
-    let slots = std::sync::Arc::new(Semaphore::new(MAX_SCRAPES));
+/// Answers `GET /metrics` on `listener` until the task is dropped; other
+/// paths get 404 and other methods 405 (axum's routing). HTTP/1.1 by hyper,
+/// with bounds so that idle or slow clients cannot pile up: at most
+/// `MAX_SCRAPES` connections (more wait in the accept queue), each closed
+/// after `CONNECTION_LIFETIME`, and request headers due within `HEADER_TIMEOUT`.
+pub async fn serve(listener: TcpListener, exporter: Exporter) {
+    let upkeep = exporter.handle.clone();
+    let upkeep = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            ticker.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new().route(
+        "/metrics",
+        get(move || async move {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                exporter.render(),
+            )
+                .into_response()
+        }),
+    );
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
             Err(err) => {
-                // Out of file descriptors and the like: try again shortly.
+                // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %err, "metrics listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
+        let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(IO_TIMEOUT, answer(stream, metrics)).await;
-            drop(permit);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            // An error is the client's problem (reset, garbage); nothing to report.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
         });
     }
-}
-
-/// Reads one request head and writes one response.
-async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if head.len() > MAX_HEAD {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "",
-                false,
-            )
-            .await;
-        }
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET", "/metrics") => respond(&mut stream, "200 OK", &metrics.render(), true).await,
-        ("HEAD", "/metrics") => respond(&mut stream, "200 OK", "", true).await,
-        ("GET" | "HEAD", _) => respond(&mut stream, "404 Not Found", "try /metrics\n", false).await,
-        _ => respond(&mut stream, "405 Method Not Allowed", "", false).await,
-    }
-}
-
-async fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    body: &str,
-    exposition: bool,
-) -> std::io::Result<()> {
-    let content_type = if exposition {
-        "text/plain; version=0.0.4; charset=utf-8"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    upkeep.abort();
 }
 
 #[cfg(test)]
@@ -358,50 +249,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn calls_latency_and_errors_render_as_prometheus_text() {
-        let metrics = Metrics::new();
-        metrics.record_call("GetUser", Code::Ok, Duration::from_micros(700));
-        metrics.record_call("GetUser", Code::NotFound, Duration::from_millis(3));
-        metrics.record_call("CreateUser", Code::Unavailable, Duration::from_secs(9));
-        metrics.record_call("Unknown", Code::Ok, Duration::ZERO);
-        metrics.record_redis_error(FailureKind::Timeout);
-        metrics.set_serving(true);
+    fn the_exporter_renders_the_service_series_and_process_series() {
+        let exporter = install();
+        METRICS.set_serving(true);
+        METRICS.record_redis_error(FailureKind::Timeout);
 
-        let text = metrics.render();
+        let text = exporter.render();
 
-        for line in [
-            "user_service_calls_total{method=\"GetUser\",code=\"OK\"} 1",
-            "user_service_calls_total{method=\"GetUser\",code=\"NotFound\"} 1",
-            "user_service_calls_total{method=\"CreateUser\",code=\"OK\"} 0",
-            "user_service_calls_total{method=\"CreateUser\",code=\"Unavailable\"} 1",
-            "user_service_call_duration_seconds_bucket{method=\"GetUser\",le=\"0.0005\"} 0",
-            "user_service_call_duration_seconds_bucket{method=\"GetUser\",le=\"0.001\"} 1",
-            "user_service_call_duration_seconds_bucket{method=\"GetUser\",le=\"0.005\"} 2",
-            "user_service_call_duration_seconds_bucket{method=\"GetUser\",le=\"+Inf\"} 2",
-            "user_service_call_duration_seconds_sum{method=\"GetUser\"} 0.0037",
-            "user_service_call_duration_seconds_count{method=\"GetUser\"} 2",
-            "user_service_call_duration_seconds_bucket{method=\"CreateUser\",le=\"5\"} 0",
-            "user_service_call_duration_seconds_bucket{method=\"CreateUser\",le=\"+Inf\"} 1",
-            "user_service_redis_errors_total{kind=\"timeout\"} 1",
-            "user_service_redis_errors_total{kind=\"io\"} 0",
+        for expected in [
+            "# TYPE user_service_redis_errors_total counter",
+            "user_service_redis_errors_total{kind=\"io\"} ",
             "user_service_serving 1",
+            "# TYPE process_resident_memory_bytes gauge",
+            "process_start_time_seconds ",
         ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
         assert!(
-            !text.contains("Unknown\""),
-            "unknown methods are not counted"
+            text.lines().any(|l| l
+                .starts_with("user_service_redis_errors_total{kind=\"timeout\"} ")
+                && !l.ends_with(" 0")),
+            "{text}"
         );
-    }
-
-    #[test]
-    fn seconds_are_exact_decimals() {
-        assert_eq!(seconds(500), "0.0005");
-        assert_eq!(seconds(1_000_000), "1");
-        assert_eq!(seconds(2_500_000), "2.5");
-        assert_eq!(seconds(3_700), "0.0037");
     }
 }

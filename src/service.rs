@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -28,6 +28,12 @@ use crate::{
 /// its own timer fires (tonic clients then report CANCELLED, not
 /// DEADLINE_EXCEEDED); 5 ms proved too little on a loaded machine.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(25);
+
+/// Longest a call waits for a free slot before RESOURCE_EXHAUSTED (less if
+/// its budget ends sooner). Long enough to ride out a burst (a slot frees
+/// in about a call's latency, ~1 ms), short enough that a caller learns of
+/// a real overload quickly and can retry elsewhere.
+const ADMISSION_WAIT: Duration = Duration::from_millis(100);
 
 /// The UserService handler; cheap to clone.
 #[derive(Clone)]
@@ -138,23 +144,26 @@ impl UserApi {
         }
     }
 
-    /// Runs one call: admission, a span with method, user id, status and latency.
+    /// Runs one call: admission, a span with method, user id, status and
+    /// latency, and the one report of a failure (`calls::failed`). The
+    /// call is counted and timed by the `calls` layer around the server.
     async fn call<T>(
         &self,
         method: &'static str,
         id: &str,
+        budget: Budget,
         work: impl Future<Output = Result<T, ServiceError>>,
     ) -> Result<Response<T>, Status> {
         // Ids are logged escaped: a hostile id must not forge log lines.
         let span = tracing::debug_span!("rpc", method, user.id = %id.escape_debug());
         async {
-            let started = std::time::Instant::now();
-            let result = match self.slots.try_acquire() {
-                Ok(_permit) => work.await,
-                Err(_) => Err(ServiceError::Overloaded),
+            let started = Instant::now();
+            let result = match admit(&self.slots, budget.until).await {
+                Some(_permit) => work.await,
+                None => Err(ServiceError::Overloaded),
             };
             if let Err(err) = &result {
-                record_failure(err);
+                crate::calls::failed(method, err);
             }
             let result = result.map(Response::new).map_err(Status::from);
             let code = match &result {
@@ -162,7 +171,6 @@ impl UserApi {
                 Err(status) => status.code(),
             };
             let latency = started.elapsed();
-            crate::metrics::METRICS.record_call(method, code, latency);
             tracing::debug!(code = ?code, latency_us = latency.as_micros() as u64, "call done");
             result
         }
@@ -171,22 +179,18 @@ impl UserApi {
     }
 }
 
-/// Counts and logs a failed call, once: the status mapping does neither.
-fn record_failure(err: &ServiceError) {
-    let kind = err.failure();
-    if let Some(kind) = kind {
-        crate::metrics::METRICS.record_redis_error(kind);
+/// A slot for one call: at once if one is free, else the first to free up
+/// within `ADMISSION_WAIT` or before `until` (the call's budget), whichever
+/// ends first (tokio's semaphore is fair: waiters are served in order).
+async fn admit(slots: &Semaphore, until: Instant) -> Option<SemaphorePermit<'_>> {
+    if let Ok(permit) = slots.try_acquire() {
+        return Some(permit);
     }
-    let kind = kind.map_or("", |k| k.label());
-    match err.log_level() {
-        Some(tracing::Level::ERROR) => {
-            tracing::error!(kind, error = %err.log_message(), "call failed");
-        }
-        Some(tracing::Level::WARN) => {
-            tracing::warn!(kind, error = %err.log_message(), "call failed");
-        }
-        _ => tracing::debug!(kind, error = %err.log_message(), "call failed"),
-    }
+    let until = until.min(Instant::now() + ADMISSION_WAIT);
+    tokio::time::timeout_at(until.into(), slots.acquire())
+        .await
+        .ok()?
+        .ok()
 }
 
 #[tonic::async_trait]
@@ -197,7 +201,7 @@ impl UserService for UserApi {
     ) -> Result<Response<CreateUserResponse>, Status> {
         let budget = Budget::for_request(&request, self.redis_timeout);
         let req = request.into_inner();
-        self.call("CreateUser", &req.id, async {
+        self.call("CreateUser", &req.id, budget, async {
             let user = NewUser::parse(&req.id, &req.name, &req.email, req.ttl_seconds, self.ttl)?;
             match budget.run(self.store.create(&user, budget.until)).await? {
                 CreateOutcome::AlreadyExists => Err(ServiceError::AlreadyExists),
@@ -222,7 +226,7 @@ impl UserService for UserApi {
     ) -> Result<Response<GetUserResponse>, Status> {
         let budget = Budget::for_request(&request, self.redis_timeout);
         let req = request.into_inner();
-        self.call("GetUser", &req.id, async {
+        self.call("GetUser", &req.id, budget, async {
             let id = domain::parse_lookup_id(&req.id)?;
             let stored = budget
                 .run(self.store.get(&id))
@@ -240,7 +244,7 @@ impl UserService for UserApi {
         let budget = Budget::for_request(&request, self.redis_timeout);
         let req = request.into_inner();
         let id = req.user.as_ref().map_or("", |user| user.id.as_str());
-        self.call("UpdateUser", id, async {
+        self.call("UpdateUser", id, budget, async {
             let fields = req.user.as_ref().map(|user| UserFieldsIn {
                 id: &user.id,
                 name: &user.name,
@@ -269,7 +273,7 @@ impl UserService for UserApi {
     ) -> Result<Response<DeleteUserResponse>, Status> {
         let budget = Budget::for_request(&request, self.redis_timeout);
         let req = request.into_inner();
-        self.call("DeleteUser", &req.id, async {
+        self.call("DeleteUser", &req.id, budget, async {
             let (id, etag) = domain::parse_delete(&req.id, &req.etag)?;
             changed(budget.run(self.store.delete(&id, etag.as_deref())).await?)?;
             Ok(DeleteUserResponse {})
@@ -283,7 +287,7 @@ impl UserService for UserApi {
     ) -> Result<Response<RefreshUserResponse>, Status> {
         let budget = Budget::for_request(&request, self.redis_timeout);
         let req = request.into_inner();
-        self.call("RefreshUser", &req.id, async {
+        self.call("RefreshUser", &req.id, budget, async {
             let (id, ttl_seconds) = domain::parse_refresh(&req.id, req.ttl_seconds, self.ttl)?;
             let stored = budget
                 .run(self.store.refresh(&id, ttl_seconds))
@@ -312,7 +316,7 @@ impl UserService for UserApi {
         let req = request.into_inner();
         // The span names the first id only: a batch is logged by its size.
         let first = req.ids.first().map_or("", String::as_str);
-        self.call("BatchGetUsers", first, async {
+        self.call("BatchGetUsers", first, budget, async {
             let ids = domain::parse_batch_ids(&req.ids)?;
             let found = budget.run(self.store.batch_get(&ids)).await?;
             let mut response = BatchGetUsersResponse::default();
@@ -367,6 +371,33 @@ mod tests {
         for bad in ["", "m", "5x", "123456789S", "-1S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn admission_waits_for_a_slot_freed_in_time() {
+        let slots = Semaphore::new(1);
+        let held = slots.try_acquire().unwrap();
+        let far = Instant::now() + Duration::from_secs(60);
+
+        // The waiter queues first, then the holder lets go.
+        let (admitted, ()) = tokio::join!(admit(&slots, far), async { drop(held) });
+
+        assert!(admitted.is_some(), "a slot freed while waiting is taken");
+    }
+
+    #[tokio::test]
+    async fn admission_refuses_when_the_budget_is_spent() {
+        let slots = Semaphore::new(1);
+        let _held = slots.try_acquire().unwrap();
+
+        let admitted = admit(&slots, Instant::now()).await;
+
+        assert!(admitted.is_none());
+        drop(_held);
+        assert!(
+            admit(&slots, Instant::now()).await.is_some(),
+            "a free slot is taken even with no time left"
+        );
     }
 
     #[test]

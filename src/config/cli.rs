@@ -129,8 +129,11 @@ pub struct ServeArgs {
     /// Limit of one connection attempt to Redis, in milliseconds.
     #[arg(long, env = "REDIS_CONNECT_TIMEOUT_MS", default_value = "1000")]
     pub redis_connect_timeout_ms: String,
-    /// UserService calls served at once; calls beyond it get RESOURCE_EXHAUSTED.
-    #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value = "1024")]
+    /// UserService calls served at once; a call beyond it waits up to 100 ms for a slot, then gets RESOURCE_EXHAUSTED.
+    // 32: the knee measured by bench/knee.py on the 2-core machine (table in
+    // docs/metrics.md): throughput peaks at 32 calls in flight (~8k GetUser/s)
+    // and beyond it p99 only grows (x2 at 64, x5 at 128) while OK/s falls.
+    #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value = "32")]
     pub max_concurrent_calls: String,
     /// Threads serving calls. 1: one event loop, fastest per call on a small
     /// machine (measured in bench/RESULTS.md); more: a work-stealing pool.
@@ -145,4 +148,7 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (off when unset).
     #[arg(long, env = "METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+    /// Limits of the gRPC listener.
+    #[command(flatten)]
+    pub listener: super::listener::ListenerArgs,
 }

@@ -15,10 +15,12 @@ use std::{
 
 use crate::{
     domain::TtlPolicy,
+    listener::ListenerLimits,
     tls::{has_certificates, identity_files, read_pem},
 };
 
 mod cli;
+pub mod listener;
 #[cfg(test)]
 mod tests;
 
@@ -141,6 +143,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics; `None`: not at all.
     pub metrics_addr: Option<SocketAddr>,
+    /// Limits of the gRPC listener (connections, streams, timeouts).
+    pub listener: ListenerLimits,
 }
 
 /// Every configuration problem found, each naming its variable.
@@ -271,6 +275,12 @@ impl Config {
                 .map(Some),
         };
 
+        let listener_limits = args
+            .listener
+            .limits()
+            .map_err(|lines| problems.0.extend(lines))
+            .ok();
+
         // Each value above is `None` exactly when its problem was recorded,
         // so `?` here never hides a problem: `finish` reports them all.
         let config = (|| {
@@ -295,6 +305,7 @@ impl Config {
                 worker_threads: worker_threads?,
                 shutdown_grace: Duration::from_secs(grace?),
                 metrics_addr: metrics_addr?,
+                listener: listener_limits?,
             })
         })();
         problems.finish(config)

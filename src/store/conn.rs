@@ -55,7 +55,7 @@ impl ConnectionLike for RedisConn {
 }
 
 /// Which primary serves which slots: `(first slot, last slot, "host:port")`,
-/// sorted; what the health monitor compares to notice failovers and resharding.
+/// sorted; what the store's monitor (`supervise`) compares to notice failovers and resharding.
 pub type SlotMap = Vec<(u16, u16, String)>;
 
 impl RedisConn {

@@ -155,12 +155,12 @@ fn key(id: &UserId) -> String {
 /// The store's connections, made once by its own start-up task.
 #[derive(Clone)]
 struct Links {
-    /// Reads and the health check.
+    /// Reads, and the topology watch's slot-map reads.
     reader: RedisConn,
-    /// Creates go over a connection of their own. Redis blocks the whole
-    /// connection a blocked write is sent on (`CLIENT PAUSE ... WRITE`
-    /// during a failover or upgrade, a `WAIT` for a slow or lost replica);
-    /// reads must not queue behind it.
+    /// Creates and the readiness check (a write) go over a connection of
+    /// their own. Redis blocks the whole connection a blocked write is sent
+    /// on (`CLIENT PAUSE ... WRITE` during a failover or upgrade, a `WAIT`
+    /// for a slow or lost replica); reads must not queue behind it.
     writer: RedisConn,
 }
 

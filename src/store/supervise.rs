@@ -100,7 +100,7 @@ async fn monitor(config: &RedisConfig, shared: &Shared, links: Links) {
                 Ok(()) => tracing::info!("Redis can serve: health SERVING"),
                 Err(NotReady::Refused(err)) => {
                     let kind = FailureKind::of(&err);
-                    tracing::warn!(kind = kind.label(), error = %err, "Redis cannot serve: health NOT_SERVING");
+                    tracing::warn!(kind = kind.label(), error = %err, "Redis lost (it fails or refuses writes): health NOT_SERVING");
                 }
                 Err(NotReady::TimedOut) => {
                     tracing::warn!(timeout = ?config.timeout, "Redis lost (check timed out): health NOT_SERVING");

@@ -9,11 +9,11 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::support::{
-    RedisCluster, RedisServer, Service, ServiceEnv,
+    App, RedisCluster, RedisServer, Service, ServiceEnv,
     acl::{SERVICE_PASSWORD, SERVICE_USER, deployed_rule},
     code_of, get_request,
     redis_server::ADMIN_PASSWORD,
-    stored_json, user,
+    stored_value_of, user,
 };
 
 const PASSWORD: &str = "s3rvice-Pa55word";
@@ -27,7 +27,7 @@ async fn service_logs_in_with_the_requirepass_password() {
     let env = ServiceEnv::standalone(&redis)
         .env("REDIS_PASSWORD", PASSWORD)
         .env("RUST_LOG", "debug");
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
     let mut client = service.client();
 
     // Act
@@ -36,7 +36,10 @@ async fn service_logs_in_with_the_requirepass_password() {
 
     // Assert
     assert_eq!(code_of(&got), Code::Ok, "{got:?}");
-    assert!(redis.get("user:secured").is_some());
+    assert_eq!(
+        redis.get("user:secured"),
+        Some(stored_value_of(&user("secured")))
+    );
     assert!(
         !service.logs().contains(PASSWORD),
         "the password appears in the logs"
@@ -54,7 +57,7 @@ async fn acl_user_with_a_password_file_has_all_it_needs() {
         .unset("REDIS_PASSWORD")
         .env("REDIS_USERNAME", SERVICE_USER)
         .env("REDIS_PASSWORD_FILE", password_file.to_str().unwrap());
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
     let mut client = service.client();
 
     // Act
@@ -68,12 +71,9 @@ async fn acl_user_with_a_password_file_has_all_it_needs() {
     assert_eq!(code_of(&duplicate), Code::AlreadyExists, "{duplicate:?}");
     assert_eq!(code_of(&got), Code::Ok, "{got:?}");
     assert_eq!(code_of(&missing), Code::NotFound, "{missing:?}");
-    let stored: serde_json::Value =
-        serde_json::from_str(&redis.get("user:least-privilege").unwrap()).unwrap();
-    let request = user("least-privilege");
     assert_eq!(
-        stored,
-        stored_json(&request.id, &request.name, &request.email)
+        redis.get("user:least-privilege"),
+        Some(stored_value_of(&user("least-privilege")))
     );
     assert_eq!(
         redis.acl_denials(),
@@ -102,7 +102,7 @@ async fn acl_user_lacking_get_makes_get_user_internal() {
     let env = ServiceEnv::standalone(&redis)
         .env("REDIS_USERNAME", "svc")
         .env("REDIS_PASSWORD", PASSWORD);
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
     let mut client = service.client();
 
     // Act

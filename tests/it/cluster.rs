@@ -2,13 +2,14 @@
 //! users are spread over every primary, the semantics are those of a single
 //! server, and a primary's failover is UNAVAILABLE until the replica takes over.
 
-use std::time::{Duration, Instant};
+use std::{sync::Mutex, time::Duration};
 
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::support::{
-    RedisCluster, Service, ServiceEnv, code_of, get_request, slots::CLUSTER_LOCK, stored_json, user,
+    App, RedisCluster, ServiceEnv, code_of, get_request, poll_until, slots::CLUSTER_LOCK,
+    stored_value_of, user,
 };
 
 #[tokio::test]
@@ -16,7 +17,7 @@ async fn cluster_spreads_users_over_all_three_primaries() {
     // Arrange: one six-node cluster at a time keeps a 2-core machine responsive.
     let _one_at_a_time = CLUSTER_LOCK.lock().await;
     let cluster = RedisCluster::start();
-    let service = Service::start(ServiceEnv::cluster(&cluster)).await;
+    let service = App::start(ServiceEnv::cluster(&cluster)).await;
     let mut client = service.client();
     let ids: Vec<String> = (0..30).map(|i| format!("cluster-user-{i}")).collect();
 
@@ -31,13 +32,11 @@ async fn cluster_spreads_users_over_all_three_primaries() {
         let got = client.get_user(get_request(id)).await.unwrap().into_inner();
         assert_eq!(got.user.map(|user| user.id).as_deref(), Some(id.as_str()));
         let key = format!("user:{id}");
-        let stored = cluster
-            .primary_for(&key)
-            .get(&key)
-            .expect("stored on its primary");
-        let request = user(id);
-        let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
-        assert_eq!(stored, stored_json(id, &request.name, &request.email));
+        assert_eq!(
+            cluster.primary_for(&key).get(&key),
+            Some(stored_value_of(&user(id))),
+            "{key} on its primary"
+        );
     }
     cluster.assert_users_on_every_primary();
     let duplicate = client.create_user(user(&ids[0])).await;
@@ -53,7 +52,7 @@ async fn cluster_failover_is_unavailable_until_the_replica_takes_over() {
     // Arrange: a user whose write has reached its primary's replica.
     let _one_at_a_time = CLUSTER_LOCK.lock().await;
     let mut cluster = RedisCluster::start();
-    let service = Service::start(ServiceEnv::cluster(&cluster)).await;
+    let service = App::start(ServiceEnv::cluster(&cluster)).await;
     let mut client = service.client();
     client.create_user(user("survivor")).await.unwrap();
     let primary = cluster.primary_for("user:survivor");
@@ -63,23 +62,27 @@ async fn cluster_failover_is_unavailable_until_the_replica_takes_over() {
 
     // Act
     cluster.kill(primary_port);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut failures = Vec::new();
-    let recovered = loop {
-        let call = client.get_user(get_request("survivor"));
-        match tokio::time::timeout(Duration::from_secs(10), call).await {
-            Ok(Ok(response)) => break Some(response.into_inner()),
-            Ok(Err(status)) => failures.push(status),
-            Err(_) => panic!("GetUser hung for 10 s during the failover"),
+    let failures = Mutex::new(Vec::new());
+    let recovered = poll_until(Duration::from_secs(30), || {
+        let mut client = client.clone();
+        let failures = &failures;
+        async move {
+            let call = client.get_user(get_request("survivor"));
+            match tokio::time::timeout(Duration::from_secs(10), call).await {
+                Ok(Ok(response)) => Ok(response.into_inner()),
+                Ok(Err(status)) => {
+                    failures.lock().unwrap().push(status);
+                    Err(())
+                }
+                Err(_) => panic!("GetUser hung for 10 s during the failover"),
+            }
         }
-        if Instant::now() > deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
 
     // Assert
-    let recovered = recovered.unwrap_or_else(|| {
+    let failures = failures.into_inner().unwrap();
+    let recovered = recovered.unwrap_or_else(|()| {
         panic!(
             "GetUser did not recover within 30 s; last errors: {:?}",
             failures.last()

@@ -11,7 +11,7 @@ use std::{
 
 use crate::support::{
     Output, RedisServer, ServerTls, Service, ServiceEnv, certs::KeyPair, run_with_timeout,
-    service_command, tools,
+    service_command, stored_value, tools,
 };
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dev-certs.sh");
@@ -195,7 +195,17 @@ async fn printed_commands_carry_a_user_over_both_tls_hops() {
     let created = created.grpcurl_json();
     assert_eq!(created["user"]["id"], "ada", "{created}");
     assert_eq!(got.grpcurl_json()["user"], created["user"]);
-    assert!(redis.get("user:ada").is_some(), "user:ada is not in Redis");
+    let field = |name: &str| {
+        created["user"][name]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        redis.get("user:ada"),
+        Some(stored_value(&field("id"), &field("name"), &field("email"))),
+        "user:ada in Redis is the user grpcurl created"
+    );
     assert_eq!(health_args[0], "health", "{health_line}");
     assert!(health.status.success(), "{health:?}");
     assert_eq!(health.stdout.trim(), "SERVING");

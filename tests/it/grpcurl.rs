@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Output, RedisServer, Service, ServiceEnv, run_with_timeout, tools};
+use crate::support::{App, Output, RedisServer, ServiceEnv, run_with_timeout, tools};
 
 /// Runs `grpcurl -plaintext <args...>` where `args` include the address.
 fn grpcurl(args: &[&str]) -> Output {
@@ -17,7 +17,7 @@ fn grpcurl(args: &[&str]) -> Output {
 async fn grpcurl_lists_and_describes_the_services() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let addr = service.addr().to_string();
 
     // Act
@@ -53,7 +53,7 @@ async fn grpcurl_lists_and_describes_the_services() {
 async fn grpcurl_creates_and_reads_the_demo_user_with_the_old_body() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let addr = service.addr().to_string();
     let demo_body = r#"{"id":"user123","name":"user123","email":"user@user.com"}"#;
 
@@ -75,11 +75,10 @@ async fn grpcurl_creates_and_reads_the_demo_user_with_the_old_body() {
     let got = got.grpcurl_json();
     assert_eq!(got["user"], demo_user);
     assert!(got["expireTime"].is_string(), "{got}");
-    let stored: serde_json::Value =
-        serde_json::from_str(redis.cli(&["GET", "user:user123"]).trim()).unwrap();
     assert_eq!(
-        stored, demo_user,
-        "redis-cli GET user:user123 shows the demo's JSON"
+        redis.cli(&["GET", "user:user123"]).trim(),
+        demo_body,
+        "redis-cli GET user:user123 shows the demo's JSON, byte for byte"
     );
 }
 
@@ -87,7 +86,7 @@ async fn grpcurl_creates_and_reads_the_demo_user_with_the_old_body() {
 async fn grpcurl_health_check_prints_serving() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let addr = service.addr().to_string();
 
     // Act
@@ -106,7 +105,7 @@ async fn grpcurl_health_check_prints_serving() {
 async fn grpcurl_get_of_a_missing_user_exits_non_zero_with_not_found() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let addr = service.addr().to_string();
 
     // Act

@@ -13,7 +13,8 @@ use tonic_types::StatusExt;
 use user_service::{app::MAX_MESSAGE_BYTES, pb::user::v1::CreateUserRequest};
 
 use crate::support::{
-    Monitor, RedisServer, Service, ServiceEnv, Tweak, bad_fields, code_of, fields, get_request,
+    App, Monitor, RedisServer, Service, ServiceEnv, Tweak, bad_fields, code_of, fields,
+    get_request,
     raw::{self, bytes_field},
     user,
 };
@@ -47,7 +48,7 @@ const KEY_BREAKING_IDS: &[&str] = &[
 async fn ids_that_would_break_a_redis_key_are_invalid_and_nothing_is_written() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let monitor = Monitor::start(&redis);
 
@@ -86,7 +87,7 @@ fn invalid_fields<T>(result: &Result<T, Status>) -> Option<std::collections::BTr
 async fn names_with_control_or_bidi_override_characters_are_invalid() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let refused = [
         ("NUL", "Ada\0"),
@@ -145,7 +146,7 @@ async fn names_with_control_or_bidi_override_characters_are_invalid() {
 async fn a_one_mib_name_is_invalid_and_not_stored() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let name = "n".repeat(1 << 20);
 
@@ -171,7 +172,7 @@ fn create_of_encoded_len(len: usize) -> CreateUserRequest {
 async fn a_request_one_byte_over_the_limit_is_refused_by_the_transport() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let at_limit = create_of_encoded_len(MAX_MESSAGE_BYTES);
     let over_limit = create_of_encoded_len(MAX_MESSAGE_BYTES + 1);
@@ -211,7 +212,7 @@ async fn a_request_one_byte_over_the_limit_is_refused_by_the_transport() {
 async fn strings_that_are_not_utf8_are_invalid_argument() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let not_utf8: &[u8] = &[b'a', 0xC3, 0x28, 0xFF];
     let create_bad_name = [
         bytes_field(1, b"utf8-case"),
@@ -273,7 +274,7 @@ fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
 async fn bodies_that_are_not_protobuf_are_invalid_argument_and_harmless() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut bodies: Vec<(String, Vec<u8>)> = vec![
         ("wire type 7".into(), vec![0xFF; 16]),
         ("tag 0".into(), vec![0x00, 0x01]),
@@ -310,10 +311,7 @@ async fn bodies_that_are_not_protobuf_are_invalid_argument_and_harmless() {
     // Assert
     assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
     assert_eq!(redis.dbsize(), 0);
-    assert!(
-        service.exit_status().is_none(),
-        "the service is still running"
-    );
+    assert_eq!(service.ending(), None, "the server is still running");
     assert_eq!(service.health().await, ServingStatus::Serving);
 }
 
@@ -321,7 +319,7 @@ async fn bodies_that_are_not_protobuf_are_invalid_argument_and_harmless() {
 async fn unknown_methods_are_unimplemented() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let body = Bytes::from(bytes_field(1, b"someone"));
 
     // Act

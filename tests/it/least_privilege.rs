@@ -13,7 +13,7 @@ use user_service::pb::user::v1::{
 };
 
 use crate::support::{
-    RedisCluster, RedisServer, Service, ServiceEnv,
+    App, RedisCluster, RedisServer, ServiceEnv,
     acl::{SERVICE_PASSWORD, SERVICE_USER, deployed_rule, users_acl_path},
     get_request,
     slots::CLUSTER_LOCK,
@@ -85,12 +85,15 @@ fn assert_refused_everything_else(node: &RedisServer) {
     assert_eq!(logged, expected, "ACL LOG of {}", node.addr());
 }
 
+/// What [`assert_user_keys_work`] stores.
+const VALUE: &str = r#"{"id":"lp","name":"LP","email":"lp@example.com"}"#;
+
 /// Checks that the service user may SET (NX EX) and GETRANGE `key` on `node`.
 fn assert_user_keys_work(node: &RedisServer, key: &str) {
     let mut connection = service_connection(node);
     let set: Option<String> = redis::cmd("SET")
         .arg(key)
-        .arg(r#"{"id":"lp","name":"LP","email":"lp@example.com"}"#)
+        .arg(VALUE)
         .arg("NX")
         .arg("EX")
         .arg(60)
@@ -103,11 +106,7 @@ fn assert_user_keys_work(node: &RedisServer, key: &str) {
         .arg(8191)
         .query(&mut connection)
         .unwrap_or_else(|err| panic!("GETRANGE {key} as {SERVICE_USER} on {}: {err}", node.addr()));
-    assert!(
-        !got.is_empty(),
-        "GETRANGE {key} found nothing on {}",
-        node.addr()
-    );
+    assert_eq!(got, VALUE, "GETRANGE {key} on {}", node.addr());
 }
 
 /// Every RPC's Redis commands on `id`: create, get, update (without and
@@ -216,7 +215,7 @@ async fn standalone_service_user_may_use_user_keys_and_nothing_else() {
     // Arrange
     let redis = RedisServer::start();
     let _: String = redis.query(&["CONFIG", "RESETSTAT"]);
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
 
     // Act: what the service does, then what it must not.
@@ -239,7 +238,7 @@ async fn cluster_service_user_may_use_user_keys_and_nothing_else() {
     for node in cluster.nodes() {
         let _: String = node.query(&["CONFIG", "RESETSTAT"]);
     }
-    let service = Service::start(ServiceEnv::cluster(&cluster)).await;
+    let service = App::start(ServiceEnv::cluster(&cluster)).await;
     let mut client = service.client();
 
     // Act

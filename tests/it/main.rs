@@ -4,6 +4,7 @@
 
 mod support;
 
+mod attacks;
 mod auth;
 mod cluster;
 mod cluster_faults;
@@ -16,6 +17,7 @@ mod hostile_props;
 mod least_privilege;
 mod lifecycle;
 mod observability;
+mod prometheus;
 mod redis_outage;
 mod redis_refusals;
 mod reflection;

@@ -8,7 +8,8 @@ use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::support::{
-    RedisServer, Service, ServiceEnv, code_of, eventually, free_port, get_request, user,
+    App, Endpoint, RedisServer, ServiceEnv, code_of, eventually, eventually_ok, free_port,
+    get_request, stored_value_of, user,
 };
 
 /// Upper bound for an answer while Redis is frozen, with the default 1 s
@@ -22,7 +23,7 @@ const HEALTH_FOLLOWS: Duration = Duration::from_secs(15);
 async fn frozen_redis_makes_calls_unavailable_until_it_thaws() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     client.create_user(user("before-freeze")).await.unwrap();
 
@@ -55,7 +56,7 @@ async fn short_client_deadline_is_answered_with_deadline_exceeded() {
     // Arrange: the Redis budget (3 s) is longer than the caller's deadline.
     let redis = RedisServer::start();
     let env = ServiceEnv::standalone(&redis).env("REDIS_TIMEOUT_MS", "3000");
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
     let mut client = service.client();
     redis.stop();
 
@@ -80,20 +81,14 @@ async fn short_client_deadline_is_answered_with_deadline_exceeded() {
 async fn health_is_not_serving_while_redis_is_frozen() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
 
-    // Act
+    // Act + Assert (a failure while frozen still thaws: dropping the
+    // fixture kills the server)
     redis.stop();
-    let frozen = wait_for_health_of_both(&service, ServingStatus::NotServing).await;
+    wait_for_health_of_both(service.endpoint(), ServingStatus::NotServing).await;
     redis.cont();
-    let thawed = wait_for_health_of_both(&service, ServingStatus::Serving).await;
-
-    // Assert
-    assert!(
-        frozen,
-        "health did not turn NOT_SERVING while Redis was frozen"
-    );
-    assert!(thawed, "health did not return to SERVING after SIGCONT");
+    wait_for_health_of_both(service.endpoint(), ServingStatus::Serving).await;
 }
 
 #[tokio::test]
@@ -101,36 +96,32 @@ async fn health_is_not_serving_while_redis_is_down_and_recovers_when_it_returns(
     // Arrange
     let redis = RedisServer::start();
     let port = redis.port();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
 
     // Act
     drop(redis);
-    let down = wait_for_health_of_both(&service, ServingStatus::NotServing).await;
+    wait_for_health_of_both(service.endpoint(), ServingStatus::NotServing).await;
     let while_down = tokio::time::timeout(PROMPT, client.create_user(user("while-down"))).await;
     let redis = RedisServer::builder().port(port).start();
-    let back = wait_for_health_of_both(&service, ServingStatus::Serving).await;
+    wait_for_health_of_both(service.endpoint(), ServingStatus::Serving).await;
 
     // Assert
-    assert!(
-        down,
-        "health did not turn NOT_SERVING after Redis was killed"
-    );
     let while_down = while_down.expect("CreateUser answered while Redis is down");
     assert_eq!(code_of(&while_down), Code::Unavailable, "{while_down:?}");
-    assert!(
-        back,
-        "health did not return to SERVING after Redis restarted"
-    );
     client.create_user(user("after-restart")).await.unwrap();
-    assert!(redis.get("user:after-restart").is_some());
+    assert_eq!(
+        redis.get("user:after-restart"),
+        Some(stored_value_of(&user("after-restart")))
+    );
+    assert_eq!(redis.keys("*"), ["user:after-restart"]);
 }
 
 #[tokio::test]
 async fn service_started_before_redis_waits_for_it() {
     // Arrange: nothing listens on the Redis port yet.
     let port = free_port();
-    let service = Service::spawn(ServiceEnv::standalone_at(port));
+    let service = App::spawn(ServiceEnv::standalone_at(port));
     let mut client = service.client();
 
     // Act
@@ -150,37 +141,27 @@ async fn service_started_before_redis_waits_for_it() {
     );
     client.create_user(user("late")).await.unwrap();
     client.get_user(get_request("late")).await.unwrap();
-    assert!(redis.get("user:late").is_some());
+    assert_eq!(redis.get("user:late"), Some(stored_value_of(&user("late"))));
 }
 
-/// Polls until the health of both `""` and `user.v1.UserService` is `want`;
-/// false if that does not happen within [`HEALTH_FOLLOWS`].
-async fn wait_for_health_of_both(service: &Service, want: ServingStatus) -> bool {
-    let deadline = Instant::now() + HEALTH_FOLLOWS;
-    while Instant::now() < deadline {
-        let server = service.try_health_of("").await.ok();
-        let user_service = service.try_health_of("user.v1.UserService").await.ok();
-        if server == Some(want) && user_service == Some(want) {
-            return true;
+/// Waits until the health of both `""` and `user.v1.UserService` is `want`.
+async fn wait_for_health_of_both(endpoint: &Endpoint, want: ServingStatus) {
+    let what = format!("health of the server and of UserService turns {want:?}");
+    eventually_ok(HEALTH_FOLLOWS, &what, || async {
+        match endpoint.health_of_both().await {
+            Ok(status) if status == want => Ok(()),
+            other => Err(other),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+    })
+    .await;
 }
 
-/// The first answer of the health check (of `""`), polling while the service
-/// is not listening yet.
-async fn first_health_answer(service: &Service) -> ServingStatus {
-    let deadline = Instant::now() + HEALTH_FOLLOWS;
-    loop {
-        assert_eq!(service.exit_status(), None, "user-service exited");
-        if let Ok(status) = service.try_health_of("").await {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no health answer within {HEALTH_FOLLOWS:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The first answer of the health check (of `""`): the listener is bound
+/// before the server starts, so this is what a caller sees at once.
+async fn first_health_answer(service: &App) -> ServingStatus {
+    eventually_ok(HEALTH_FOLLOWS, "the health check answers", || {
+        assert_eq!(service.ending(), None, "app::run returned");
+        service.try_health_of("")
+    })
+    .await
 }

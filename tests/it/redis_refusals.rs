@@ -1,6 +1,7 @@
 //! A Redis that answers but refuses: out of memory under `noeviction`, a
 //! primary demoted to a replica (READONLY), a script running past
-//! `busy-reply-threshold` (BUSY). Each gets its contract status (with
+//! `busy-reply-threshold` (BUSY), a replica without its primary
+//! (MASTERDOWN). Each gets its contract status (with
 //! ErrorInfo, and RetryInfo where retrying may help), health turns
 //! NOT_SERVING while it lasts and SERVING again once Redis recovers,
 //! without a restart of the service.
@@ -12,7 +13,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
 
 use crate::support::{
-    RedisServer, Service, ServiceEnv, eventually, get_request, replication::info_field,
+    RedisServer, Service, ServiceEnv, eventually, get_request,
+    replication::{info_field, start_replica_of},
     stored_json, user,
 };
 
@@ -192,4 +194,50 @@ async fn a_script_running_past_the_busy_threshold_is_unavailable_and_not_serving
     assert_retryable(&status, "REDIS_BUSY");
     assert!(killed.is_err(), "SCRIPT KILL ends the script with an error");
     assert!(after.is_ok(), "{after:?}");
+}
+
+#[tokio::test]
+async fn a_replica_that_lost_its_primary_is_unavailable_with_master_down() {
+    // Arrange: the service pointed at a replica that serves no stale data
+    // (`replica-serve-stale-data no`); it reads while the link is up (and
+    // is never ready: a replica takes no writes).
+    let primary = RedisServer::start();
+    let replica = start_replica_of(&primary);
+    let _: String = replica.query(&["CONFIG", "SET", "replica-serve-stale-data", "no"]);
+    let _: String = primary.query(&[
+        "SET",
+        "user:stale",
+        "{\"id\":\"stale\",\"name\":\"S\",\"email\":\"s@x.io\"}",
+    ]);
+    eventually(HEALTH_FOLLOWS, "the replica holds user:stale", || async {
+        replica.get("user:stale").is_some()
+    })
+    .await;
+    let service = Service::spawn(ServiceEnv::standalone(&replica));
+    let mut client = service.client();
+    eventually(HEALTH_FOLLOWS, "GetUser reads from the replica", || {
+        let mut client = client.clone();
+        async move { client.get_user(get_request("stale")).await.is_ok() }
+    })
+    .await;
+    let health_on_replica = service.health().await;
+
+    // Act
+    drop(primary);
+    eventually(
+        HEALTH_FOLLOWS,
+        "the replica notices its primary is gone",
+        || async {
+            let info: String = replica.query(&["INFO", "replication"]);
+            info.contains("master_link_status:down")
+        },
+    )
+    .await;
+    let refused = client.get_user(get_request("stale")).await;
+
+    // Assert
+    assert_eq!(health_on_replica, ServingStatus::NotServing);
+    let status = refused.expect_err("GetUser on a replica without its primary");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_retryable(&status, "REDIS_MASTER_DOWN");
 }

@@ -3,7 +3,7 @@
 
 use tonic_reflection::pb::{v1, v1alpha};
 
-use crate::support::{RedisServer, Service, ServiceEnv};
+use crate::support::{App, RedisServer, ServiceEnv};
 
 const EXPECTED: [&str; 2] = ["user.v1.UserService", "grpc.health.v1.Health"];
 
@@ -11,7 +11,7 @@ const EXPECTED: [&str; 2] = ["user.v1.UserService", "grpc.health.v1.Health"];
 async fn reflection_v1_lists_the_user_and_health_services() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(service.channel());
     let request = v1::ServerReflectionRequest {
         host: String::new(),
@@ -51,7 +51,7 @@ async fn reflection_v1_lists_the_user_and_health_services() {
 async fn reflection_v1alpha_lists_the_user_and_health_services() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client =
         v1alpha::server_reflection_client::ServerReflectionClient::new(service.channel());
     let request = v1alpha::ServerReflectionRequest {

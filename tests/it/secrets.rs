@@ -247,7 +247,7 @@ async fn canary_password_never_leaks(log_format: &str) {
     ));
     redis.cont();
     service.wait_for_health(ServingStatus::Serving).await;
-    let metrics = http_get(metrics_addr, "/metrics");
+    let metrics = http_get(metrics_addr, "/metrics").await;
     // Act: a wrong password that contains the canary, and a configuration error.
     let wrong_env = env
         .clone()
@@ -328,7 +328,7 @@ async fn canary_password_never_leaks(log_format: &str) {
     denials.dedup();
     assert_eq!(denials.len(), 2, "{denials:?}");
     assert!(
-        denials.contains(&"svc: command get".to_owned()),
+        denials.contains(&"svc: command getrange".to_owned()),
         "{denials:?}"
     );
     assert!(

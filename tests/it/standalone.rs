@@ -8,15 +8,15 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use user_service::pb::user::v1::{CreateUserRequest, User};
 
 use crate::support::{
-    Monitor, RedisServer, Service, ServiceEnv, Tweak, code_of, eventually, get_request,
-    seconds_until, stored_json, user,
+    App, Monitor, RedisServer, ServiceEnv, Tweak, code_of, eventually, get_request, seconds_until,
+    stored_value, stored_value_of, user,
 };
 
 #[tokio::test]
 async fn created_user_is_stored_as_json_and_read_back() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let ada = CreateUserRequest {
         id: "ada".into(),
@@ -45,11 +45,9 @@ async fn created_user_is_stored_as_json_and_read_back() {
     assert_eq!(got.user.as_ref(), Some(&expected));
     assert_close(seconds_until(got.expire_time), 60.0);
 
-    let stored: serde_json::Value =
-        serde_json::from_str(&redis.get("user:ada").expect("user:ada stored")).unwrap();
     assert_eq!(
-        stored,
-        stored_json("ada", "Ada Lovelace", "ada@example.com")
+        redis.get("user:ada"),
+        Some(stored_value("ada", "Ada Lovelace", "ada@example.com"))
     );
     assert!(
         (55..=60).contains(&redis.ttl("user:ada")),
@@ -67,7 +65,7 @@ async fn created_user_is_stored_as_json_and_read_back() {
 async fn health_reports_serving_for_the_server_and_the_user_service() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
 
     // Act
     let server = service.try_health_of("").await;
@@ -82,7 +80,7 @@ async fn health_reports_serving_for_the_server_and_the_user_service() {
 async fn create_is_one_set_nx_ex_command() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let monitor = Monitor::start(&redis);
 
@@ -109,7 +107,7 @@ async fn create_is_one_set_nx_ex_command() {
 async fn explicit_ttl_is_applied_and_reported() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
 
     // Act
@@ -130,7 +128,7 @@ async fn configured_default_ttl_applies_when_none_is_asked_for() {
     // Arrange
     let redis = RedisServer::start();
     let env = ServiceEnv::standalone(&redis).env("USER_TTL_SECONDS", "30");
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
     let mut client = service.client();
 
     // Act
@@ -150,7 +148,7 @@ async fn configured_default_ttl_applies_when_none_is_asked_for() {
 async fn get_of_an_absent_user_is_not_found() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
 
     // Act
@@ -164,7 +162,7 @@ async fn get_of_an_absent_user_is_not_found() {
 async fn user_with_a_one_second_ttl_expires() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let request = user("mayfly").ttl(1);
 
@@ -196,7 +194,7 @@ async fn user_written_by_the_old_demo_is_readable() {
         "EX",
         "60",
     ]);
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
 
     // Act
@@ -225,7 +223,7 @@ async fn user_stored_without_expiry_has_no_expire_time() {
         "user:forever",
         r#"{"id":"forever","name":"Forever","email":"f@x.io"}"#,
     ]);
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
 
     // Act
@@ -244,11 +242,10 @@ async fn user_stored_without_expiry_has_no_expire_time() {
 async fn duplicate_create_is_already_exists_and_leaves_the_user_untouched() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let original = user("dup").name("Original").ttl(3600);
-    client.create_user(original).await.unwrap();
-    let stored_before = redis.get("user:dup");
+    client.create_user(original.clone()).await.unwrap();
 
     // Act
     let duplicate = user("dup")
@@ -261,7 +258,7 @@ async fn duplicate_create_is_already_exists_and_leaves_the_user_untouched() {
     assert_eq!(code_of(&result), Code::AlreadyExists, "{result:?}");
     assert_eq!(
         redis.get("user:dup"),
-        stored_before,
+        Some(stored_value_of(&original)),
         "stored value untouched"
     );
     assert!(
@@ -281,7 +278,7 @@ async fn duplicate_create_is_already_exists_and_leaves_the_user_untouched() {
 async fn concurrent_creates_of_one_id_have_exactly_one_winner() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let client = service.client();
 
     // Act
@@ -305,16 +302,15 @@ async fn concurrent_creates_of_one_id_have_exactly_one_winner() {
     // Assert
     assert_eq!(other_codes, [], "every loser gets ALREADY_EXISTS");
     assert_eq!(winners.len(), 1, "exactly one create wins: {winners:?}");
-    let stored: serde_json::Value =
-        serde_json::from_str(&redis.get("user:contested").unwrap()).unwrap();
-    assert_eq!(stored["name"], format!("contender {}", winners[0]));
+    let winner = user("contested").name(&format!("contender {}", winners[0]));
+    assert_eq!(redis.get("user:contested"), Some(stored_value_of(&winner)));
 }
 
 #[tokio::test]
 async fn oversized_request_is_refused_and_the_service_stays_healthy() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let three_mib_name = "n".repeat(3 * 1024 * 1024);
 

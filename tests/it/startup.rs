@@ -7,8 +7,9 @@ use nix::sys::signal::Signal;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::support::{
-    Output, RedisServer, Service, ServiceEnv, free_port, get_request, run_with_timeout,
-    service_command, user,
+    Output, RedisServer, Service, ServiceEnv, eventually, free_port, get_request,
+    replication::{blocked_clients, start_replica_of},
+    run_with_timeout, service_command, stored_value_of, user,
 };
 
 /// How long a process may take to refuse an invalid configuration or to
@@ -55,28 +56,40 @@ async fn sigterm_exits_zero_while_redis_is_unreachable() {
 
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_call_finish() {
-    // Arrange: a call blocks on a frozen Redis, within a 5 s Redis budget.
-    let redis = RedisServer::start();
-    let env = ServiceEnv::standalone(&redis).env("REDIS_TIMEOUT_MS", "5000");
+    // Arrange: a create held in flight, visibly: it waits in `WAIT` on the
+    // primary (blocked_clients) for a frozen replica, within a 5 s budget.
+    let primary = RedisServer::start();
+    let replica = start_replica_of(&primary);
+    let env = ServiceEnv::standalone(&primary)
+        .env("REDIS_WRITE_REPLICAS", "1")
+        .env("REDIS_TIMEOUT_MS", "5000");
     let service = Service::start(env).await;
     let mut client = service.client();
-    client.create_user(user("in-flight")).await.unwrap();
-    redis.stop();
-    let call = tokio::spawn(async move { client.get_user(get_request("in-flight")).await });
-    // Nothing observable says the call has reached the server; on loopback
-    // half a second is ample.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    replica.stop();
+    let call = tokio::spawn(async move { client.create_user(user("in-flight")).await });
+    eventually(QUICK, "the create waits for the replica", || async {
+        blocked_clients(&primary) >= 1
+    })
+    .await;
 
-    // Act
+    // Act: SIGTERM; once the service stops reporting SERVING it has begun
+    // shutting down, and the replica may acknowledge.
     service.signal(Signal::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    redis.cont();
+    eventually(QUICK, "health leaves SERVING after SIGTERM", || async {
+        service.try_health_of("").await.ok() != Some(ServingStatus::Serving)
+    })
+    .await;
+    replica.cont();
     let answer = tokio::time::timeout(QUICK, call).await;
     let status = service.wait_for_exit(QUICK).await;
 
     // Assert
     let answer = answer.expect("the in-flight call is answered").unwrap();
     assert!(answer.is_ok(), "the in-flight call was cut off: {answer:?}");
+    assert_eq!(
+        primary.get("user:in-flight"),
+        Some(stored_value_of(&user("in-flight")))
+    );
     let status = status.expect("exits once the in-flight call is done");
     assert_eq!(status.code(), Some(0), "{status}");
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::{
-    Certs, Output, RedisServer, Service, ServiceEnv, run_with_timeout, service_command, tools,
+    App, Certs, Output, RedisServer, ServiceEnv, run_with_timeout, service_command, tools,
 };
 
 /// Limit of one grpcurl or `health` run; they answer in well under a second.
@@ -31,7 +31,7 @@ async fn grpcurl_over_tls_creates_gets_lists_and_checks_health() {
     // Arrange
     let certs = Certs::generate();
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis).grpc_tls(&certs)).await;
+    let service = App::start(ServiceEnv::standalone(&redis).grpc_tls(&certs)).await;
     let addr = service.addr().to_string();
     let body = r#"{"id":"tls-user","name":"TLS User","email":"tls@user.com"}"#;
     let trust = ["-cacert", certs.ca()];
@@ -74,7 +74,7 @@ async fn grpcurl_over_tls_creates_gets_lists_and_checks_health() {
     let user: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(created.grpcurl_json()["user"], user);
     assert_eq!(got.grpcurl_json()["user"], user);
-    assert!(redis.get("user:tls-user").is_some());
+    assert_eq!(redis.get("user:tls-user").as_deref(), Some(body));
     assert!(list.status.success(), "{list:?}");
     let services: Vec<&str> = list.stdout.lines().collect();
     assert!(services.contains(&"user.v1.UserService"), "{services:?}");
@@ -87,7 +87,7 @@ async fn plaintext_grpcurl_against_a_tls_listener_fails() {
     // Arrange
     let certs = Certs::generate();
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis).grpc_tls(&certs)).await;
+    let service = App::start(ServiceEnv::standalone(&redis).grpc_tls(&certs)).await;
     let addr = service.addr().to_string();
 
     // Act: grpcurl redials a connection the server closes until its
@@ -103,7 +103,7 @@ async fn grpcurl_trusting_another_ca_fails() {
     // Arrange
     let certs = Certs::generate();
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis).grpc_tls(&certs)).await;
+    let service = App::start(ServiceEnv::standalone(&redis).grpc_tls(&certs)).await;
     let addr = service.addr().to_string();
 
     // Act
@@ -123,7 +123,7 @@ async fn mutual_tls_listener_serves_only_callers_with_a_trusted_certificate() {
     // Arrange
     let certs = Certs::generate();
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis).grpc_mutual_tls(&certs)).await;
+    let service = App::start(ServiceEnv::standalone(&redis).grpc_mutual_tls(&certs)).await;
     let addr = service.addr().to_string();
     let get = [
         "-d",
@@ -133,10 +133,13 @@ async fn mutual_tls_listener_serves_only_callers_with_a_trusted_certificate() {
     ];
     let untrusted = &certs.untrusted_client;
 
-    // Act
-    let without = grpcurl(&[&["-cacert", certs.ca()][..], &get].concat());
+    // Act: grpcurl redials a refused handshake until its connect timeout
+    // (10 s by default); 3 s keeps the two refusals quick.
+    let refused = ["-connect-timeout", "3"];
+    let without = grpcurl(&[&refused[..], &["-cacert", certs.ca()], &get].concat());
     let with_untrusted = grpcurl(
         &[
+            &refused[..],
             &[
                 "-cacert",
                 certs.ca(),
@@ -180,7 +183,7 @@ async fn health_subcommand_checks_a_tls_listener() {
     // Arrange
     let certs = Certs::generate();
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis).grpc_tls(&certs)).await;
+    let service = App::start(ServiceEnv::standalone(&redis).grpc_tls(&certs)).await;
     let addr = service.addr().to_string();
 
     // Act
@@ -209,7 +212,7 @@ async fn health_subcommand_presents_a_client_certificate_to_a_mutual_tls_listene
     // Arrange
     let certs = Certs::generate();
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis).grpc_mutual_tls(&certs)).await;
+    let service = App::start(ServiceEnv::standalone(&redis).grpc_mutual_tls(&certs)).await;
     let addr = service.addr().to_string();
     let tls = ["--addr", &addr, "--tls-ca", certs.ca()];
 

@@ -8,8 +8,8 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::support::{
-    Certs, RedisCluster, RedisServer, ServerTls, Service, ServiceEnv, code_of, eventually,
-    get_request, run_with_timeout, service_command, slots::CLUSTER_LOCK, stored_json, user,
+    App, Certs, RedisCluster, RedisServer, ServerTls, Service, ServiceEnv, code_of, eventually,
+    get_request, run_with_timeout, service_command, slots::CLUSTER_LOCK, stored_value_of, user,
 };
 
 /// How long a service may take to give up on a certificate, or to refuse
@@ -21,20 +21,16 @@ const SVC_USER: &str = "user svc on >tls-Pa55word resetkeys ~user:* resetchannel
 
 /// Creates `id` through the service, reads it back, and checks that `redis`
 /// holds it as the demo's JSON.
-async fn assert_round_trip(service: &Service, redis: &RedisServer, id: &str) {
+async fn assert_round_trip(service: &App, redis: &RedisServer, id: &str) {
     let mut client = service.client();
     let created = client.create_user(user(id)).await;
     assert_eq!(code_of(&created), Code::Ok, "{created:?}");
     let got = client.get_user(get_request(id)).await;
     assert_eq!(code_of(&got), Code::Ok, "{got:?}");
-    let request = user(id);
-    let stored = redis
-        .get(&format!("user:{id}"))
-        .unwrap_or_else(|| panic!("user:{id} is not in the TLS Redis"));
-    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
     assert_eq!(
-        stored,
-        stored_json(&request.id, &request.name, &request.email)
+        redis.get(&format!("user:{id}")),
+        Some(stored_value_of(&user(id))),
+        "user:{id} in the TLS Redis"
     );
 }
 
@@ -62,7 +58,7 @@ async fn rediss_url_with_a_ca_file_stores_users_in_that_redis() {
     let env = ServiceEnv::standalone(&redis).env("REDIS_CA_FILE", certs.ca());
 
     // Act
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
 
     // Assert
     assert!(redis.url().starts_with("rediss://"), "{}", redis.url());
@@ -102,7 +98,7 @@ async fn redis_requiring_client_certificates_accepts_the_service_with_one() {
         .env("REDIS_CLIENT_KEY_FILE", certs.client.key());
 
     // Act
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
 
     // Assert
     assert_round_trip(&service, &redis, "mutual-tls").await;
@@ -215,7 +211,7 @@ async fn tls_with_an_acl_user_and_password_works() {
         .env("REDIS_PASSWORD", "tls-Pa55word");
 
     // Act
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
 
     // Assert
     assert_round_trip(&service, &redis, "acl-over-tls").await;
@@ -234,7 +230,7 @@ async fn cluster_over_tls_spreads_users_over_all_three_primaries() {
     let certs = Certs::generate();
     let cluster = RedisCluster::start_tls(ServerTls::new(&certs, "no"));
     let env = ServiceEnv::cluster(&cluster).env("REDIS_CA_FILE", certs.ca());
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
     let mut client = service.client();
     let ids: Vec<String> = (0..30).map(|i| format!("tls-cluster-user-{i}")).collect();
 
@@ -249,9 +245,10 @@ async fn cluster_over_tls_spreads_users_over_all_three_primaries() {
         let got = client.get_user(get_request(id)).await.unwrap().into_inner();
         assert_eq!(got.user.map(|user| user.id).as_deref(), Some(id.as_str()));
         let key = format!("user:{id}");
-        assert!(
-            cluster.primary_for(&key).get(&key).is_some(),
-            "{key} is not on its primary"
+        assert_eq!(
+            cluster.primary_for(&key).get(&key),
+            Some(stored_value_of(&user(id))),
+            "{key} on its primary"
         );
     }
     cluster.assert_users_on_every_primary();

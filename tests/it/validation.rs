@@ -5,8 +5,7 @@ use tonic::Code;
 use user_service::pb::user::v1::CreateUserRequest;
 
 use crate::support::{
-    Monitor, RedisServer, Service, ServiceEnv, Tweak, bad_fields, code_of, fields, get_request,
-    user,
+    App, Monitor, RedisServer, ServiceEnv, Tweak, bad_fields, code_of, fields, get_request, user,
 };
 
 /// An email address of exactly `len` characters (at least 13) with a short
@@ -80,7 +79,7 @@ fn single_bad_field_cases() -> Vec<(&'static str, CreateUserRequest, &'static st
 async fn each_bad_field_is_named_and_nothing_reaches_redis() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let monitor = Monitor::start(&redis);
 
@@ -116,7 +115,7 @@ async fn each_bad_field_is_named_and_nothing_reaches_redis() {
 async fn request_with_four_bad_fields_names_all_four() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let all_bad = CreateUserRequest {
         id: "not an id!".into(),
@@ -140,7 +139,7 @@ async fn request_with_four_bad_fields_names_all_four() {
 async fn get_with_a_malformed_id_is_invalid_argument_and_reaches_no_redis() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let monitor = Monitor::start(&redis);
 
@@ -181,7 +180,7 @@ async fn get_with_a_malformed_id_is_invalid_argument_and_reaches_no_redis() {
 async fn values_at_the_edges_of_each_rule_are_accepted() {
     // Arrange
     let redis = RedisServer::start();
-    let service = Service::start(ServiceEnv::standalone(&redis)).await;
+    let service = App::start(ServiceEnv::standalone(&redis)).await;
     let mut client = service.client();
     let cases = [
         ("id of 128 characters", user(&"i".repeat(128))),
@@ -227,7 +226,7 @@ async fn configured_max_ttl_bounds_ttl_seconds() {
     // Arrange
     let redis = RedisServer::start();
     let env = ServiceEnv::standalone(&redis).env("USER_MAX_TTL_SECONDS", "120");
-    let service = Service::start(env).await;
+    let service = App::start(env).await;
     let mut client = service.client();
 
     // Act

@@ -56,6 +56,7 @@ impl Tweak for CreateUserRequest {
     }
 }
 
+/// A GetUser request for `id`.
 pub fn get_request(id: &str) -> GetUserRequest {
     GetUserRequest { id: id.to_owned() }
 }
@@ -63,6 +64,23 @@ pub fn get_request(id: &str) -> GetUserRequest {
 /// The JSON the service (and the old demo) stores under `user:<id>`.
 pub fn stored_json(id: &str, name: &str, email: &str) -> serde_json::Value {
     serde_json::json!({ "id": id, "name": name, "email": email })
+}
+
+/// The exact text the service stores under `user:<id>` (what
+/// `redis-cli GET` prints): compact JSON, fields in proto order.
+pub fn stored_value(id: &str, name: &str, email: &str) -> String {
+    let quote = |text: &str| serde_json::to_string(text).expect("a string serialises");
+    format!(
+        r#"{{"id":{},"name":{},"email":{}}}"#,
+        quote(id),
+        quote(name),
+        quote(email)
+    )
+}
+
+/// [`stored_value`] of the user `request` creates.
+pub fn stored_value_of(request: &CreateUserRequest) -> String {
+    stored_value(&request.id, &request.name, &request.email)
 }
 
 /// The gRPC code of a call's outcome (`Ok` for success).

@@ -22,7 +22,9 @@ const OPENSSL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A certificate and its private key, as files.
 #[derive(Clone, Debug)]
 pub struct KeyPair {
+    /// Certificate (PEM).
     pub cert: PathBuf,
+    /// Private key (PEM).
     pub key: PathBuf,
 }
 

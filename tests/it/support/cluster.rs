@@ -3,15 +3,13 @@
 //! as deploy/cluster does. Every node has the service's ACL user (see
 //! [`RedisServer`]). Nodes are killed when the cluster is dropped.
 
-use std::{
-    thread,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use super::{RedisServer, ServerTls, run_with_timeout, slots::slot_ranges};
+use super::{RedisServer, ServerTls, eventually_ok_blocking, run_with_timeout, slots::slot_ranges};
 
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A running six-node cluster; see the module docs.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     tls: Option<ServerTls>,
@@ -156,8 +154,7 @@ impl RedisCluster {
     /// Waits until every live node reports `cluster_state:ok` and every
     /// replica has a live link to its primary.
     pub fn wait_until_healthy(&self) {
-        let deadline = Instant::now() + FORM_TIMEOUT;
-        loop {
+        eventually_ok_blocking(FORM_TIMEOUT, "every cluster node is healthy", || {
             let unhealthy: Vec<String> = self
                 .nodes
                 .iter()
@@ -171,14 +168,10 @@ impl RedisCluster {
                 })
                 .collect();
             if unhealthy.is_empty() {
-                return;
+                Ok(())
+            } else {
+                Err(unhealthy)
             }
-            assert!(
-                Instant::now() < deadline,
-                "cluster not healthy within {FORM_TIMEOUT:?}:\n{}",
-                unhealthy.join("\n")
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+        });
     }
 }

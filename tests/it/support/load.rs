@@ -8,18 +8,21 @@ use std::{
     fs,
     net::SocketAddr,
     process::{Child, Command, ExitStatus, Stdio},
-    thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tempfile::TempDir;
+
+use super::poll_until_blocking;
 
 /// What to ask of `loadgen` (see `loadgen --help`).
 #[derive(Clone, Debug)]
 pub struct LoadSpec {
     /// `get`, `create` or `mix`.
     pub mode: &'static str,
+    /// Callers calling at once.
     pub concurrency: usize,
+    /// HTTP/2 connections they share.
     pub connections: usize,
     /// How long to run.
     pub duration: Duration,
@@ -63,17 +66,20 @@ impl LoadSpec {
         }
     }
 
+    /// `callers` at once over `connections` connections.
     pub fn concurrency(mut self, callers: usize, connections: usize) -> Self {
         self.concurrency = callers;
         self.connections = connections;
         self
     }
 
+    /// Per-call deadline.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self
     }
 
+    /// Codes (comma-separated) that do not fail the run.
     pub fn allow(mut self, codes: &'static str) -> Self {
         self.allow = codes;
         self
@@ -128,21 +134,20 @@ impl Load {
     /// Waits for `loadgen` to finish and reads its record and summary.
     pub fn finish(mut self) -> LoadReport {
         let mut child = self.child.take().expect("loadgen is running");
-        let deadline = Instant::now() + self.limit;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("ask whether loadgen exited") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "loadgen did not finish within {:?}:\n{}",
-                    self.limit,
-                    self.output()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
+        let exited = poll_until_blocking(self.limit, || {
+            child
+                .try_wait()
+                .expect("ask whether loadgen exited")
+                .ok_or(())
+        });
+        let Ok(status) = exited else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "loadgen did not finish within {:?}:\n{}",
+                self.limit,
+                self.output()
+            );
         };
         let output = self.output();
         let summary_line = fs::read_to_string(self.dir.path().join("stdout.log"))
@@ -190,12 +195,15 @@ impl Drop for Load {
 /// One recorded call.
 #[derive(Clone, Debug)]
 pub struct CallRecord {
+    /// The user id the call named.
     pub id: String,
+    /// CreateUser (else GetUser).
     pub create: bool,
     /// The code's name as tonic prints it (`Ok`, `Unavailable`, ...).
     pub code: String,
     /// Wall-clock microseconds since the epoch.
     pub start_us: u64,
+    /// When the answer arrived (Unix microseconds).
     pub end_us: u64,
 }
 
@@ -220,6 +228,7 @@ impl CallRecord {
         })
     }
 
+    /// Whether the call answered OK.
     pub fn ok(&self) -> bool {
         self.code == "Ok"
     }
@@ -237,7 +246,9 @@ impl CallRecord {
 
 /// What a finished `loadgen` run did.
 pub struct LoadReport {
+    /// How `loadgen` exited.
     pub status: ExitStatus,
+    /// Every call it recorded.
     pub calls: Vec<CallRecord>,
     /// loadgen's stdout and stderr, for failure messages.
     pub output: String,

@@ -1,58 +1,66 @@
-//! Scraping the service's Prometheus endpoint (`METRICS_ADDR`) over plain
-//! HTTP/1.1, and reading series out of the text exposition format.
+//! Scraping the service's Prometheus endpoint (`METRICS_ADDR`) with a real
+//! HTTP client (hyper-util's, which tonic's channel already builds), and
+//! reading series out of the text exposition format.
 
-use std::{
-    collections::BTreeMap,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use tonic::codegen::Bytes;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One HTTP answer.
 #[derive(Debug)]
 pub struct HttpAnswer {
-    /// `HTTP/1.1 200 OK`.
-    pub status_line: String,
-    /// The header block, lines joined with `\n`.
-    pub headers: String,
+    /// The status code, e.g. 200.
+    pub status: u16,
+    /// The `Content-Type` header, empty when absent.
+    pub content_type: String,
+    /// The response body.
     pub body: String,
 }
 
-/// `GET path` on `addr`; panics on I/O errors or a malformed answer.
-pub fn http_get(addr: SocketAddr, path: &str) -> HttpAnswer {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .unwrap_or_else(|err| panic!("connect to metrics endpoint {addr}: {err}"));
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream
-        .read_to_string(&mut raw)
-        .unwrap_or_else(|err| panic!("read the answer of GET {path}: {err}"));
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header/body separator in {raw:?}"));
-    let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+/// `GET path` on `addr`; panics on I/O errors or a non-UTF-8 body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> HttpAnswer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: http::Uri = format!("http://{addr}{path}")
+        .parse()
+        .unwrap_or_else(|err| panic!("bad URI for {addr}{path}: {err}"));
+    let response = tokio::time::timeout(IO_TIMEOUT, client.get(uri))
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} on {addr}: no answer within {IO_TIMEOUT:?}"))
+        .unwrap_or_else(|err| panic!("GET {path} on {addr}: {err}"));
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = tokio::time::timeout(IO_TIMEOUT, response.into_body().collect())
+        .await
+        .unwrap_or_else(|_| panic!("GET {path} on {addr}: body not read within {IO_TIMEOUT:?}"))
+        .unwrap_or_else(|err| panic!("GET {path} on {addr}: reading the body: {err}"))
+        .to_bytes();
     HttpAnswer {
-        status_line: status_line.to_owned(),
-        headers: headers.replace("\r\n", "\n"),
-        body: body.to_owned(),
+        status,
+        content_type,
+        body: String::from_utf8(body.to_vec())
+            .unwrap_or_else(|err| panic!("GET {path} on {addr}: body is not UTF-8: {err}")),
     }
 }
 
 /// Every sample of a scrape, keyed by series (`name{labels}` as printed).
-pub fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
-    let answer = http_get(addr, "/metrics");
-    assert_eq!(answer.status_line, "HTTP/1.1 200 OK", "{answer:?}");
-    answer
-        .body
-        .lines()
+pub async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let answer = http_get(addr, "/metrics").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    parse(&answer.body)
+}
+
+/// The samples of a text exposition, keyed by series.
+pub fn parse(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
         .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
         .map(|line| {
             let (series, value) = line

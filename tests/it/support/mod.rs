@@ -1,11 +1,14 @@
 //! Fixtures for the integration tests: real `redis-server` processes (one
-//! server or a six-node cluster), the built `user-service` binary, and small
-//! helpers for requests, polling and subprocesses. No Redis is mocked.
+//! server or a six-node cluster), the server in this process (`App`, through
+//! `app::run`) or as the built binary (`Service`), and small helpers for
+//! requests, waiting and subprocesses. No Redis is mocked.
 
 pub mod acl;
 pub mod api;
+pub mod app;
 pub mod certs;
 pub mod cluster;
+pub mod endpoint;
 pub mod eventually;
 pub mod load;
 pub mod metrics;
@@ -19,10 +22,17 @@ pub mod service;
 pub mod slots;
 pub mod tools;
 
-pub use api::{Tweak, bad_fields, code_of, fields, get_request, seconds_until, stored_json, user};
+pub use api::{
+    Tweak, bad_fields, code_of, fields, get_request, seconds_until, stored_json, stored_value,
+    stored_value_of, user,
+};
+pub use app::App;
 pub use certs::{Certs, ServerTls};
 pub use cluster::RedisCluster;
-pub use eventually::eventually;
+pub use endpoint::Endpoint;
+pub use eventually::{
+    eventually, eventually_ok, eventually_ok_blocking, poll_until, poll_until_blocking,
+};
 pub use monitor::Monitor;
 pub use ports::free_port;
 pub use process::{Output, run_with_timeout};

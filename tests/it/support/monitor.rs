@@ -5,18 +5,18 @@
 use std::{
     fs,
     process::{Child, Stdio},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tempfile::TempDir;
 
 use user_service::store::READINESS_PROBE_KEY;
 
-use super::RedisServer;
+use super::{RedisServer, eventually_ok_blocking};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A running `redis-cli MONITOR` on one server; see the module docs.
 pub struct Monitor<'a> {
     redis: &'a RedisServer,
     child: Child,
@@ -79,15 +79,15 @@ impl<'a> Monitor<'a> {
     }
 
     fn wait_for_line(&self, needle: &str) {
-        let deadline = Instant::now() + TIMEOUT;
-        while !self.lines().iter().any(|line| line.contains(needle)) {
-            assert!(
-                Instant::now() < deadline,
-                "MONITOR output has no {needle:?} within {TIMEOUT:?}: {:?}",
-                self.lines()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("MONITOR prints {needle:?}");
+        eventually_ok_blocking(TIMEOUT, &what, || {
+            let lines = self.lines();
+            if lines.iter().any(|line| line.contains(needle)) {
+                Ok(())
+            } else {
+                Err(lines)
+            }
+        });
     }
 }
 

@@ -16,8 +16,11 @@ use nix::{
 /// What a finished subprocess printed, and how it exited.
 #[derive(Debug)]
 pub struct Output {
+    /// How it exited.
     pub status: ExitStatus,
+    /// What it printed on stdout.
     pub stdout: String,
+    /// What it printed on stderr.
     pub stderr: String,
 }
 

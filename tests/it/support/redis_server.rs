@@ -12,7 +12,7 @@ use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use nix::{
@@ -24,7 +24,7 @@ use tempfile::TempDir;
 use super::{
     ServerTls,
     acl::{SERVICE_PASSWORD, SERVICE_USER, service_user_line},
-    free_port,
+    free_port, poll_until_blocking,
     process::run_with_timeout,
     tools,
 };
@@ -126,6 +126,9 @@ impl RedisServerBuilder {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             // Fault tests freeze the server with `DEBUG SLEEP` (refused by default since 7.0).
             .args(["--enable-debug-command", "local"])
+            // A primary waits 5 s (the default) for more replicas before a
+            // diskless full sync; every replica and cluster test paid it.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(dir.path())
             .arg("--logfile")
@@ -227,10 +230,12 @@ impl RedisServer {
         Self::builder().start()
     }
 
+    /// A builder for a server with other settings.
     pub fn builder() -> RedisServerBuilder {
         RedisServerBuilder::default()
     }
 
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -256,6 +261,7 @@ impl RedisServer {
         self.tls.as_ref()
     }
 
+    /// The process id of `redis-server`.
     pub fn pid(&self) -> Pid {
         Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in i32"))
     }
@@ -444,10 +450,12 @@ impl RedisServer {
         )
     }
 
+    /// A file in the server's own temp dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
+    /// A blocking connection as the `default` user, with I/O timeouts.
     pub(crate) fn connection(&self) -> redis::RedisResult<redis::Connection> {
         let connection = self.client().get_connection_with_timeout(IO_TIMEOUT)?;
         connection.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -455,26 +463,29 @@ impl RedisServer {
         Ok(connection)
     }
 
+    /// Waits for a PONG; an exited server is an error at once, not after
+    /// the timeout.
     fn wait_until_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut last_error = String::from("no attempt yet");
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().map_err(|err| err.to_string())? {
-                return Err(format!("redis-server exited with {status}"));
+        let polled = poll_until_blocking(START_TIMEOUT, || {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Ok(Err(format!("redis-server exited with {status}"))),
+                Err(err) => return Ok(Err(err.to_string())),
+                Ok(None) => {}
             }
             match self
                 .connection()
                 .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
             {
-                Ok(pong) if pong == "PONG" => return Ok(()),
-                Ok(other) => last_error = format!("PING answered {other:?}"),
-                Err(err) => last_error = err.to_string(),
+                Ok(pong) if pong == "PONG" => Ok(Ok(())),
+                Ok(other) => Err(format!("PING answered {other:?}")),
+                Err(err) => Err(err.to_string()),
             }
-            thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!(
-            "no PONG within {START_TIMEOUT:?} (last error: {last_error})"
-        ))
+        });
+        polled.unwrap_or_else(|last_error| {
+            Err(format!(
+                "no PONG within {START_TIMEOUT:?} (last error: {last_error})"
+            ))
+        })
     }
 }
 

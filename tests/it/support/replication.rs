@@ -2,12 +2,9 @@
 //! waiting for its link to be up, and reading a primary's replicas from
 //! `INFO replication`. Used by the durable-write and failover tests.
 
-use std::{
-    thread,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use super::RedisServer;
+use super::{RedisServer, eventually_ok_blocking};
 
 /// How long a fresh replica may take to finish its first sync.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
@@ -24,22 +21,17 @@ pub fn start_replica_of(primary: &RedisServer) -> RedisServer {
 /// Waits until `replica` reports a live link to `primary` and `primary`
 /// lists it as an online replica.
 pub fn wait_for_link(primary: &RedisServer, replica: &RedisServer) {
-    let deadline = Instant::now() + SYNC_TIMEOUT;
-    loop {
+    let what = format!(
+        "replica {} has a live link to {}",
+        replica.addr(),
+        primary.addr()
+    );
+    eventually_ok_blocking(SYNC_TIMEOUT, &what, || {
         let on_replica: String = replica.query(&["INFO", "replication"]);
         let linked = on_replica.contains("master_link_status:up")
             && replica_ports(primary).contains(&replica.port());
-        if linked {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica {} has no live link to {} within {SYNC_TIMEOUT:?}:\n{on_replica}",
-            replica.addr(),
-            primary.addr()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+        if linked { Ok(()) } else { Err(on_replica) }
+    });
 }
 
 /// Ports of the replicas `primary` lists as online (`slaveN:...,state=online`).

@@ -1,7 +1,10 @@
 //! `Service`: the built `user-service` binary, spawned with a chosen
 //! environment on a free loopback port, its stdout and stderr captured to
-//! files in a temp dir (printed when a test fails). Dropping it sends SIGTERM
-//! and kills the process if it has not exited after a grace period.
+//! files in a temp dir (printed when a test fails). For what only a process
+//! shows: start-up, exit codes, signals, logs, memory. API tests use
+//! [`App`](super::App), the same server in this process. Dropping a
+//! `Service` kills the process (SIGKILL); a test of a graceful exit asks for
+//! one with [`Service::terminate`].
 
 use std::{
     collections::BTreeMap,
@@ -10,7 +13,7 @@ use std::{
     process::{Child, Command, ExitStatus, Stdio},
     sync::Mutex,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use nix::{
@@ -18,17 +21,15 @@ use nix::{
     unistd::Pid,
 };
 use tempfile::TempDir;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
 use user_service::pb::user::v1::user_service_client::UserServiceClient;
 
 use super::{
     Certs, RedisCluster, RedisServer,
     acl::{SERVICE_PASSWORD, SERVICE_USER},
-    certs::KeyPair,
-    eventually, free_port,
+    endpoint::{ChannelTls, Endpoint},
+    eventually, free_port, poll_until,
 };
 
 /// How long a service may take to report SERVING once Redis is up.
@@ -44,18 +45,11 @@ pub fn service_command() -> Command {
     command
 }
 
-/// How the fixture's own gRPC channel reaches a TLS listener.
-#[derive(Clone, Debug)]
-struct ChannelTls {
-    ca: String,
-    identity: Option<KeyPair>,
-}
-
 /// The environment a [`Service`] starts with.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceEnv {
-    vars: BTreeMap<String, String>,
-    channel_tls: Option<ChannelTls>,
+    pub(super) vars: BTreeMap<String, String>,
+    pub(super) channel_tls: Option<ChannelTls>,
 }
 
 impl ServiceEnv {
@@ -141,9 +135,8 @@ impl ServiceEnv {
 pub struct Service {
     /// In a mutex so that `&self` methods can ask whether it exited.
     child: Mutex<Child>,
-    addr: SocketAddr,
+    endpoint: Endpoint,
     logs: TempDir,
-    channel_tls: Option<ChannelTls>,
 }
 
 impl Service {
@@ -171,9 +164,8 @@ impl Service {
             .expect("spawn user-service");
         Service {
             child: Mutex::new(child),
-            addr,
+            endpoint: Endpoint::new(addr, channel_tls),
             logs,
-            channel_tls,
         }
     }
 
@@ -184,10 +176,12 @@ impl Service {
         service
     }
 
+    /// The listener's address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.endpoint.addr()
     }
 
+    /// The process id of the service.
     pub fn pid(&self) -> Pid {
         let id = self.child.lock().unwrap().id();
         Pid::from_raw(i32::try_from(id).expect("pid fits in i32"))
@@ -196,61 +190,30 @@ impl Service {
     /// A channel to the service (connects lazily), over TLS if the service
     /// was started with [`ServiceEnv::grpc_tls`].
     pub fn channel(&self) -> Channel {
-        let scheme = if self.channel_tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let mut endpoint = Channel::from_shared(format!("{scheme}://{}", self.addr))
-            .expect("valid URI")
-            .connect_timeout(Duration::from_secs(5));
-        if let Some(tls) = &self.channel_tls {
-            let read = |path: &str| fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-            let mut config =
-                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&tls.ca)));
-            if let Some(identity) = &tls.identity {
-                config = config.identity(Identity::from_pem(
-                    read(identity.cert()),
-                    read(identity.key()),
-                ));
-            }
-            endpoint = endpoint.tls_config(config).expect("valid TLS settings");
-        }
-        endpoint.connect_lazy()
+        self.endpoint.channel()
     }
 
     /// A `user.v1.UserService` client.
     pub fn client(&self) -> UserServiceClient<Channel> {
-        UserServiceClient::new(self.channel())
+        self.endpoint.client()
     }
 
     /// What `grpc.health.v1.Health/Check` answers for `service`, or the
     /// error if the call fails (not listening yet, for instance).
     pub async fn try_health_of(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
-        let request = HealthCheckRequest {
-            service: service.to_owned(),
-        };
-        let mut request = tonic::Request::new(request);
-        request.set_timeout(Duration::from_secs(5));
-        let mut client = HealthClient::new(self.channel());
-        match tokio::time::timeout(Duration::from_secs(10), client.check(request)).await {
-            Ok(response) => Ok(response?.into_inner().status()),
-            Err(_) => Err(tonic::Status::deadline_exceeded("health check hung")),
-        }
+        self.endpoint.try_health_of(service).await
     }
 
     /// The health status of the whole server (`""`); panics if it cannot be
     /// asked.
     pub async fn health(&self) -> ServingStatus {
-        self.try_health_of("")
-            .await
-            .unwrap_or_else(|status| panic!("health check failed: {status:?}"))
+        self.endpoint.health().await
     }
 
     /// Polls the health check (of `""`) until it answers `want`.
     pub async fn wait_for_health(&self, want: ServingStatus) {
-        let what = format!("user-service on {} reports {want:?}", self.addr);
-        let addr = self.addr;
+        let addr = self.addr();
+        let what = format!("user-service on {addr} reports {want:?}");
         let this = self;
         eventually(READY_TIMEOUT, &what, || async move {
             if let Some(status) = this.exit_status() {
@@ -278,16 +241,9 @@ impl Service {
 
     /// Waits up to `timeout` for the process to exit on its own.
     pub async fn wait_for_exit(&self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exit_status() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_until(timeout, || async { self.exit_status().ok_or(()) })
+            .await
+            .ok()
     }
 
     /// What the service wrote to stdout so far.
@@ -304,7 +260,7 @@ impl Service {
     pub fn logs(&self) -> String {
         format!(
             "--- user-service {} stdout ---\n{}--- stderr ---\n{}--- end of logs ---",
-            self.addr,
+            self.addr(),
             self.stdout(),
             self.stderr()
         )
@@ -326,17 +282,12 @@ impl Drop for Service {
             .child
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Ok(None) = child.try_wait() {
-            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
-            let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                thread::sleep(Duration::from_millis(20));
-            }
-            // std does not signal a child it has already reaped.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // SIGKILL, not SIGTERM: a graceful shutdown waits for the test's own
+        // connections to close, and their tasks cannot run while this drop
+        // blocks the test's runtime, so every test would wait out the grace
+        // period. std does not signal a child it has already reaped.
+        let _ = child.kill();
+        let _ = child.wait();
         if thread::panicking() {
             eprintln!("{}", self.logs());
         }

@@ -29,6 +29,11 @@ pub fn require_openssl() {
     require("openssl", "version", "apt-get install openssl");
 }
 
+/// `prometheus` (Debian's package), which scrapes the metrics endpoint.
+pub fn require_prometheus() {
+    require("prometheus", "--version", "apt-get install prometheus");
+}
+
 fn require(tool: &'static str, version_flag: &str, install: &str) {
     if FOUND.lock().unwrap().contains(tool) {
         return;
