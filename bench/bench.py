@@ -6,12 +6,15 @@ then at 1, 32 and 128 concurrent callers measures:
   - redis-benchmark GET and SET ... NX EX 60 with the service's key and value shapes,
   - the service's GetUser and CreateUser (unique ids) with loadgen,
   - GetUser with h2load (pre-encoded gRPC frame) as an independent cross-check,
-and a six-node local cluster row (service in cluster mode vs standalone).
+and a six-node local cluster row (service in cluster mode vs standalone);
+at 32 callers the rest of a user's life: UpdateUser beside SET ... KEEPTTL,
+RefreshUser beside GETEX, BatchGetUsers of 10 and 100 ids beside MGET of as
+many keys (users/s), with GetUser measured right beside them.
 Prints one table (req/s, p50, p99, service CPU us per call, ratio to Redis),
 idle and peak RSS, and whether each target of the performance issue holds.
 
 Everything runs on 127.0.0.1 and stops by itself; processes are stopped by pid.
-Usage: bench/bench.py [--seconds N] [--skip-build] [--markdown FILE]
+Usage: bench/bench.py [--seconds N] [--skip-build] [--markdown FILE] [--lifecycle-only]
 """
 
 import argparse
@@ -207,6 +210,46 @@ def start_cluster(tmp):
     return ports
 
 
+def per_item(r, items):
+    """A batch row counted in items (users, keys) per second."""
+    return {**r, "rate": r["rate"] * items}
+
+
+def lifecycle_rows(redis_port, addr, secs):
+    """UpdateUser, RefreshUser and BatchGetUsers at 32 callers, each beside
+    the Redis command that does the same work, and GetUser beside them."""
+    c, n = 32, 150_000
+    keys = [f"user:bench-p{i}" for i in range(100)]
+    # GetUser first: its preload writes the user:bench-p<N> keys MGET reads.
+    get = measure_service(addr[1], lambda: loadgen(addr[0], "get", c, secs, "bench"))
+    rkeep = redis_benchmark(redis_port, c, n, "SET", "user:bench-__rand_int__", VALUE, "KEEPTTL")
+    rgetex = redis_benchmark(redis_port, c, n, "GETEX", "user:bench-__rand_int__", "EX", "600")
+    rmget10 = per_item(redis_benchmark(redis_port, c, n // 4, "MGET", *keys[:10]), 10)
+    rmget100 = per_item(redis_benchmark(redis_port, c, n // 20, "MGET", *keys), 100)
+    update = measure_service(addr[1], lambda: loadgen(addr[0], "update", c, secs, "bench"))
+    refresh = measure_service(addr[1], lambda: loadgen(addr[0], "refresh", c, secs, "bench"))
+    b10 = measure_service(addr[1], lambda: loadgen(addr[0], "batch", c, secs, "bench", ("--batch", "10")))
+    b100 = measure_service(addr[1], lambda: loadgen(addr[0], "batch", c, secs, "bench", ("--batch", "100")))
+    rows = [fmt_row("service GetUser, beside the rows below (loadgen)", c, get),
+            fmt_row("redis-benchmark SET KEEPTTL", c, rkeep),
+            fmt_row("service UpdateUser (loadgen; one EVAL: GET, SET KEEPTTL, PTTL)", c, update, rkeep),
+            fmt_row("redis-benchmark GETEX EX", c, rgetex),
+            fmt_row("service RefreshUser (loadgen; one EVAL: STRLEN, GETEX)", c, refresh, rgetex),
+            fmt_row("redis-benchmark MGET 10 keys (keys/s)", c, rmget10),
+            fmt_row("service BatchGetUsers ids=10 (users/s)", c, per_item(b10, 10), rmget10),
+            fmt_row("redis-benchmark MGET 100 keys (keys/s)", c, rmget100),
+            fmt_row("service BatchGetUsers ids=100 (users/s)", c, per_item(b100, 100), rmget100)]
+    checks = [
+        ("UpdateUser >= 50% of redis SET KEEPTTL at 32 callers", update["rate"] / rkeep["rate"] >= 0.5,
+         f"{update['rate'] / rkeep['rate']:.2f}"),
+        ("RefreshUser >= 50% of redis GETEX at 32 callers", refresh["rate"] / rgetex["rate"] >= 0.5,
+         f"{refresh['rate'] / rgetex['rate']:.2f}"),
+        ("BatchGetUsers(100) users/s >= 10x GetUser users/s at 32 callers",
+         b100["rate"] * 100 >= 10 * get["rate"], f"{b100['rate'] * 100 / get['rate']:.1f}x"),
+    ]
+    return rows, checks
+
+
 def fmt_row(name, callers, r, redis=None):
     ratio = f"{r['rate'] / redis['rate']:.2f}" if redis else ""
     p50 = f"{r['p50']:.3f}" if "p50" in r else "-"
@@ -220,6 +263,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=4, help="length of each service run")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--lifecycle-only", action="store_true",
+                    help="only the UpdateUser/RefreshUser/BatchGetUsers rows")
     args = ap.parse_args()
     for tool, how in [("redis-server", "apt-get install redis-server"),
                       ("redis-benchmark", "apt-get install redis-tools"),
@@ -237,6 +282,9 @@ def main():
         svc, addr = start_service(tmp, "service", {"REDIS_URL": f"redis://127.0.0.1:{redis_port}"})
         time.sleep(1)
         idle_kb = rss_kb(svc.pid, "VmRSS")
+        if args.lifecycle_only:
+            rows, checks = lifecycle_rows(redis_port, (addr, svc.pid), args.seconds)
+            return report(rows, checks, None, args.markdown)
         frame = tmp / "get.bin"
         frame.write_bytes(grpc_frame("bench-p7"))
         served = 0
@@ -257,6 +305,8 @@ def main():
                      fmt_row("redis-benchmark SET NX EX", c, rset),
                      fmt_row("service CreateUser (loadgen)", c, create, rset)]
             print(f"bench: {c} callers done", file=sys.stderr)
+        life_rows, life_checks = lifecycle_rows(redis_port, (addr, svc.pid), secs)
+        rows += life_rows
 
         # Top up to a million calls, then read RSS (the target is "after a million calls").
         if served < 1_000_000:
@@ -317,16 +367,24 @@ def main():
         ("cluster >= 80% of standalone (GetUser, CreateUser at 32)",
          min(cget["rate"] / sget["rate"], ccreate["rate"] / screate["rate"]) >= 0.8,
          f"{cget['rate'] / sget['rate']:.2f} / {ccreate['rate'] / screate['rate']:.2f}"),
+        *life_checks,
     ]
+    memory = (f"Service RSS: idle {idle_kb / 1024:.1f} MB, after {served} calls {after_kb / 1024:.1f} MB "
+              f"(peak {peak_kb / 1024:.1f} MB).")
+    report(rows, checks, memory, args.markdown)
+
+
+def report(rows, checks, memory, markdown):
+    """Prints the table and the targets (and writes them to `markdown`)."""
     lines = [
         "| workload | callers | req/s | p50 ms | p99 ms | service CPU us/call | ratio |",
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Service RSS: idle {idle_kb / 1024:.1f} MB, after {served} calls {after_kb / 1024:.1f} MB "
-        f"(peak {peak_kb / 1024:.1f} MB).",
+        *([memory] if memory else []),
         "Ratios: service rows against the redis-benchmark row above them at the same callers; "
-        "cluster rows against standalone measured right beside them.",
+        "cluster rows against standalone measured right beside them. Batch rows count users "
+        "(keys) per second: calls/s times ids per call.",
         "",
         "| target | holds | measured |",
         "|---|---|---|",
@@ -334,8 +392,8 @@ def main():
     ]
     text = "\n".join(lines)
     print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n")
+    if markdown:
+        Path(markdown).write_text(text + "\n")
 
 
 if __name__ == "__main__":

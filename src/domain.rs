@@ -2,7 +2,7 @@
 //! input that passes DESIGN.md's rules, so nothing invalid reaches the store.
 //! This module knows nothing of gRPC or Redis.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 /// Longest id accepted, in characters.
 pub const MAX_ID_CHARS: usize = 128;
@@ -14,15 +14,15 @@ pub const MAX_EMAIL_CHARS: usize = 254;
 /// One rule a field broke, named by the field's proto name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
-    /// Proto field name (`id`, `name`, `email`, `ttl_seconds`).
-    pub field: &'static str,
+    /// Proto field path (`id`, `name`, `user.email`, `update_mask`, `ids[3]`...).
+    pub field: Cow<'static, str>,
     /// What is wrong, written for the caller.
     pub description: String,
 }
 
 /// Every rule a request broke; never empty.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid request: {}", .violations.iter().map(|v| v.field).collect::<Vec<_>>().join(", "))]
+#[error("invalid request: {}", .violations.iter().map(|v| v.field.as_ref()).collect::<Vec<_>>().join(", "))]
 pub struct ValidationError {
     /// The broken rules, one per bad field, in field order.
     pub violations: Vec<FieldViolation>,
@@ -33,11 +33,18 @@ pub struct ValidationError {
 struct Violations(Vec<FieldViolation>);
 
 impl Violations {
-    fn check<T>(&mut self, field: &'static str, result: Result<T, String>) -> Option<T> {
+    fn check<T>(
+        &mut self,
+        field: impl Into<Cow<'static, str>>,
+        result: Result<T, String>,
+    ) -> Option<T> {
         match result {
             Ok(value) => Some(value),
             Err(description) => {
-                self.0.push(FieldViolation { field, description });
+                self.0.push(FieldViolation {
+                    field: field.into(),
+                    description,
+                });
                 None
             }
         }
@@ -220,6 +227,161 @@ pub fn parse_lookup_id(id: &str) -> Result<UserId, ValidationError> {
     parsed.ok_or_else(|| unreachable!("violations were empty but the id failed"))
 }
 
+/// Longest etag accepted. Etags this service issues are 40 hex digits; a
+/// longer one cannot match, and is refused rather than sent to Redis.
+pub const MAX_ETAG_CHARS: usize = 64;
+/// Most ids one BatchGetUsers may ask for.
+pub const MAX_BATCH_IDS: usize = 100;
+
+/// A caller's "change only this version": `None` when the request's etag is empty.
+fn parse_etag(raw: &str) -> Result<Option<String>, String> {
+    if raw.is_empty() {
+        Ok(None)
+    } else if raw.len() > MAX_ETAG_CHARS {
+        Err(format!(
+            "must be at most {MAX_ETAG_CHARS} characters (an etag this service answered)"
+        ))
+    } else {
+        Ok(Some(raw.to_owned()))
+    }
+}
+
+/// A validated UpdateUser: the user, the new value of each field to change,
+/// and the version it may change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserUpdate {
+    /// The user to change.
+    pub id: UserId,
+    /// The new name, if the mask names it.
+    pub name: Option<String>,
+    /// The new email, if the mask names it.
+    pub email: Option<String>,
+    /// Change only if this is the stored user's etag.
+    pub etag: Option<String>,
+}
+
+/// The fields of a user in an update request, as sent.
+#[derive(Debug, Clone, Copy)]
+pub struct UserFieldsIn<'a> {
+    /// `user.id`.
+    pub id: &'a str,
+    /// `user.name`.
+    pub name: &'a str,
+    /// `user.email`.
+    pub email: &'a str,
+}
+
+impl UserUpdate {
+    /// Validates an update: `user` must be set with a valid id; `mask`
+    /// paths are `name` and `email` (`None` or empty: both), and only the
+    /// fields it names are checked and changed.
+    pub fn parse(
+        user: Option<UserFieldsIn<'_>>,
+        mask: Option<&[String]>,
+        etag: &str,
+    ) -> Result<Self, ValidationError> {
+        let mut violations = Violations::default();
+        let (mut change_name, mut change_email) = (false, false);
+        match mask {
+            None | Some([]) => (change_name, change_email) = (true, true),
+            Some(paths) => {
+                for path in paths {
+                    match path.as_str() {
+                        "name" => change_name = true,
+                        "email" => change_email = true,
+                        other => {
+                            violations.check::<()>(
+                                "update_mask",
+                                Err(format!(
+                                    "unknown path {:?}; the paths are name and email",
+                                    other.chars().take(64).collect::<String>()
+                                )),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let etag = violations.check("etag", parse_etag(etag)).flatten();
+        let Some(user) = user else {
+            violations.check::<()>("user", Err("must be set (user.id names the user)".into()));
+            return Err(violations.finish().expect_err("a violation was just added"));
+        };
+        let id = violations.check("user.id", UserId::parse(user.id));
+        if change_name {
+            violations.check("user.name", check_name(user.name));
+        }
+        if change_email {
+            violations.check("user.email", check_email(user.email));
+        }
+        violations.finish()?;
+        let id = id.ok_or_else(|| unreachable!("violations were empty but the id failed"))?;
+        Ok(Self {
+            id,
+            name: change_name.then(|| user.name.to_owned()),
+            email: change_email.then(|| user.email.to_owned()),
+            etag,
+        })
+    }
+}
+
+/// Validates a DeleteUser: the id, and the version it may delete.
+pub fn parse_delete(id: &str, etag: &str) -> Result<(UserId, Option<String>), ValidationError> {
+    let mut violations = Violations::default();
+    let id = violations.check("id", UserId::parse(id));
+    let etag = violations.check("etag", parse_etag(etag)).flatten();
+    violations.finish()?;
+    let id = id.ok_or_else(|| unreachable!("violations were empty but the id failed"))?;
+    Ok((id, etag))
+}
+
+/// Validates a RefreshUser: the id and the new time to live (`policy`
+/// applies, as in CreateUser).
+pub fn parse_refresh(
+    id: &str,
+    ttl_seconds: Option<u32>,
+    policy: TtlPolicy,
+) -> Result<(UserId, u32), ValidationError> {
+    let mut violations = Violations::default();
+    let id = violations.check("id", UserId::parse(id));
+    let ttl = violations.check("ttl_seconds", policy.resolve(ttl_seconds));
+    violations.finish()?;
+    match (id, ttl) {
+        (Some(id), Some(ttl)) => Ok((id, ttl)),
+        _ => unreachable!("violations were empty but a field failed"),
+    }
+}
+
+/// Validates BatchGetUsers' ids: 1-[`MAX_BATCH_IDS`] of them (field
+/// `ids`), each valid (field `ids[N]`, N counted from 0 in the request).
+/// Returns them in request order, each once.
+pub fn parse_batch_ids(ids: &[String]) -> Result<Vec<UserId>, ValidationError> {
+    let mut violations = Violations::default();
+    if ids.is_empty() || ids.len() > MAX_BATCH_IDS {
+        // Per-id checks of an oversized batch would only add noise.
+        violations.check::<()>(
+            "ids",
+            Err(format!(
+                "must hold 1 to {MAX_BATCH_IDS} ids (got {})",
+                ids.len()
+            )),
+        );
+        return Err(ValidationError {
+            violations: violations.0,
+        });
+    }
+    let mut parsed = Vec::with_capacity(ids.len());
+    for (index, raw) in ids.iter().enumerate() {
+        if let Some(id) = violations.check(format!("ids[{index}]"), UserId::parse(raw))
+            && !parsed.contains(&id)
+        {
+            parsed.push(id);
+        }
+    }
+    violations.finish()?;
+    Ok(parsed)
+}
+
 /// Checks a user read back from storage by CreateUser's rules for `id`,
 /// `name` and `email` (a value another program wrote may break them).
 pub fn check_user_fields(id: &str, name: &str, email: &str) -> Result<(), ValidationError> {
@@ -239,8 +401,69 @@ mod tests {
         max_seconds: 86_400,
     };
 
-    fn fields(err: ValidationError) -> Vec<&'static str> {
-        err.violations.into_iter().map(|v| v.field).collect()
+    fn fields(err: ValidationError) -> Vec<String> {
+        err.violations
+            .into_iter()
+            .map(|v| v.field.into_owned())
+            .collect()
+    }
+
+    fn some_user<'a>(id: &'a str, name: &'a str, email: &'a str) -> Option<UserFieldsIn<'a>> {
+        Some(UserFieldsIn { id, name, email })
+    }
+
+    #[test]
+    fn an_update_changes_the_masked_fields_only() {
+        let paths = ["email".to_owned()];
+        let update = UserUpdate::parse(some_user("ada", "", "a@b.co"), Some(&paths), "")
+            .expect("an empty name is fine when the mask leaves it alone");
+        assert_eq!(update.name, None);
+        assert_eq!(update.email.as_deref(), Some("a@b.co"));
+        assert_eq!(update.etag, None);
+        let both = UserUpdate::parse(some_user("ada", "Ada", "a@b.co"), Some(&[]), "e1")
+            .expect("an empty mask means both fields");
+        assert_eq!(
+            (
+                both.name.as_deref(),
+                both.email.as_deref(),
+                both.etag.as_deref()
+            ),
+            (Some("Ada"), Some("a@b.co"), Some("e1"))
+        );
+    }
+
+    #[test]
+    fn an_update_names_each_bad_field() {
+        let paths = ["name".to_owned(), "id".to_owned()];
+        let err = UserUpdate::parse(some_user("a b", "", "x"), Some(&paths), "").unwrap_err();
+        assert_eq!(fields(err), ["update_mask", "user.id", "user.name"]);
+        let err = UserUpdate::parse(some_user("a", "N", "bad"), None, &"e".repeat(65)).unwrap_err();
+        assert_eq!(fields(err), ["etag", "user.email"]);
+        let err = UserUpdate::parse(None, None, "").unwrap_err();
+        assert_eq!(fields(err), ["user"]);
+    }
+
+    #[test]
+    fn batches_hold_1_to_100_valid_ids_answered_once_each() {
+        let ids = |raw: &[&str]| raw.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let parsed = parse_batch_ids(&ids(&["b", "a", "b", "c"])).expect("valid");
+        let parsed: Vec<&str> = parsed.iter().map(UserId::as_str).collect();
+        assert_eq!(parsed, ["b", "a", "c"]);
+        let err = parse_batch_ids(&ids(&["a", "b", "c", "no good", "d", ""])).unwrap_err();
+        assert_eq!(fields(err), ["ids[3]", "ids[5]"]);
+        assert_eq!(fields(parse_batch_ids(&[]).unwrap_err()), ["ids"]);
+        let many = vec!["a".to_owned(); 101];
+        assert_eq!(fields(parse_batch_ids(&many).unwrap_err()), ["ids"]);
+        assert!(parse_batch_ids(&vec!["a".to_owned(); 100]).is_ok());
+    }
+
+    #[test]
+    fn refresh_and_delete_check_id_ttl_and_etag() {
+        assert_eq!(parse_refresh("a", None, POLICY).unwrap().1, 60);
+        let err = parse_refresh("", Some(0), POLICY).unwrap_err();
+        assert_eq!(fields(err), ["id", "ttl_seconds"]);
+        assert_eq!(parse_delete("a", "").unwrap().1, None);
+        assert_eq!(fields(parse_delete("a:b", "").unwrap_err()), ["id"]);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum ServiceError {
     /// GetUser on an absent or expired id.
     #[error("user not found")]
     NotFound,
+    /// UpdateUser or DeleteUser with an etag that is not the stored user's.
+    #[error("the user changed since the etag was read")]
+    Aborted,
     /// More calls in flight than the concurrency limit.
     #[error("call refused: concurrency limit reached (MAX_CONCURRENT_CALLS)")]
     Overloaded,
@@ -65,9 +68,11 @@ impl ServiceError {
     /// recorder's to rate-limit.
     pub fn log_level(&self) -> Option<tracing::Level> {
         match self {
-            Self::Invalid(_) | Self::AlreadyExists | Self::NotFound | Self::DeadlineExceeded => {
-                None
-            }
+            Self::Invalid(_)
+            | Self::AlreadyExists
+            | Self::NotFound
+            | Self::Aborted
+            | Self::DeadlineExceeded => None,
             Self::Overloaded | Self::RedisTimeout => Some(tracing::Level::WARN),
             Self::Store(err) => Some(match err.kind() {
                 FailureKind::NoPerm
@@ -100,6 +105,7 @@ impl ServiceError {
             Self::Invalid(_) => "INVALID_REQUEST",
             Self::AlreadyExists => "USER_ALREADY_EXISTS",
             Self::NotFound => "USER_NOT_FOUND",
+            Self::Aborted => "ETAG_MISMATCH",
             Self::Overloaded => "TOO_MANY_CONCURRENT_CALLS",
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::RedisTimeout => FailureKind::Timeout.reason(),
@@ -116,7 +122,11 @@ impl ServiceError {
         let mut metadata = std::collections::HashMap::new();
         match self {
             Self::Invalid(invalid) => {
-                let fields: Vec<&str> = invalid.violations.iter().map(|v| v.field).collect();
+                let fields: Vec<&str> = invalid
+                    .violations
+                    .iter()
+                    .map(|v| v.field.as_ref())
+                    .collect();
                 metadata.insert("fields".to_owned(), fields.join(","));
             }
             Self::RedisTimeout => {
@@ -153,12 +163,16 @@ impl From<ServiceError> for Status {
         let (code, message) = match &err {
             ServiceError::Invalid(invalid) => {
                 for v in &invalid.violations {
-                    details.add_bad_request_violation(v.field, v.description.clone());
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
                 }
                 (Code::InvalidArgument, invalid.to_string())
             }
             ServiceError::AlreadyExists => (Code::AlreadyExists, "user already exists".into()),
             ServiceError::NotFound => (Code::NotFound, "user not found".into()),
+            ServiceError::Aborted => (
+                Code::Aborted,
+                "the user changed since the etag was read; read it again and retry".into(),
+            ),
             ServiceError::Overloaded => (
                 Code::ResourceExhausted,
                 "too many concurrent calls, retry later".into(),
@@ -210,11 +224,11 @@ mod tests {
         let err = ServiceError::Invalid(ValidationError {
             violations: vec![
                 FieldViolation {
-                    field: "id",
+                    field: "id".into(),
                     description: "bad".into(),
                 },
                 FieldViolation {
-                    field: "email",
+                    field: "email".into(),
                     description: "bad".into(),
                 },
             ],

@@ -13,13 +13,15 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::{
-    domain::{self, NewUser, TtlPolicy},
+    domain::{self, NewUser, TtlPolicy, UserFieldsIn, UserUpdate},
     error::ServiceError,
     pb::user::v1::{
-        CreateUserRequest, CreateUserResponse, GetUserRequest, GetUserResponse, User,
+        BatchGetUsersRequest, BatchGetUsersResponse, CreateUserRequest, CreateUserResponse,
+        DeleteUserRequest, DeleteUserResponse, GetUserRequest, GetUserResponse, RefreshUserRequest,
+        RefreshUserResponse, UpdateUserRequest, UpdateUserResponse, User,
         user_service_server::UserService,
     },
-    store::{CreateOutcome, UserStore},
+    store::{Change, CreateOutcome, StoredUser, UserStore},
 };
 
 /// Time kept back from the caller's deadline so our answer reaches it before
@@ -203,7 +205,7 @@ impl UserService for UserApi {
             let user = NewUser::parse(&req.id, &req.name, &req.email, req.ttl_seconds, self.ttl)?;
             match budget.run(self.store.create(&user, budget.until)).await? {
                 CreateOutcome::AlreadyExists => Err(ServiceError::AlreadyExists),
-                CreateOutcome::Created { expires_at } => Ok(CreateUserResponse {
+                CreateOutcome::Created { expires_at, etag } => Ok(CreateUserResponse {
                     user: Some(User {
                         id: user.id.as_str().to_owned(),
                         name: user.name,
@@ -211,6 +213,7 @@ impl UserService for UserApi {
                     }),
                     expire_time: Some(expires_at.into()),
                     ttl_seconds: user.ttl_seconds,
+                    etag,
                 }),
             }
         })
@@ -229,16 +232,126 @@ impl UserService for UserApi {
                 .run(self.store.get(&id))
                 .await?
                 .ok_or(ServiceError::NotFound)?;
-            Ok(GetUserResponse {
-                user: Some(User {
-                    id: stored.id,
-                    name: stored.name,
-                    email: stored.email,
-                }),
-                expire_time: stored.expires_at.map(Into::into),
+            Ok(get_response(stored))
+        })
+        .await
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<UpdateUserRequest>,
+    ) -> Result<Response<UpdateUserResponse>, Status> {
+        let budget = Budget::for_request(&request, self.redis_timeout);
+        let req = request.into_inner();
+        let id = req.user.as_ref().map_or("", |user| user.id.as_str());
+        self.call("UpdateUser", id, budget, async {
+            let fields = req.user.as_ref().map(|user| UserFieldsIn {
+                id: &user.id,
+                name: &user.name,
+                email: &user.email,
+            });
+            let mask = req.update_mask.as_ref().map(|mask| mask.paths.as_slice());
+            let update = UserUpdate::parse(fields, mask, &req.etag)?;
+            let stored = changed(budget.run(self.store.update(&update)).await?)?;
+            let GetUserResponse {
+                user,
+                expire_time,
+                etag,
+            } = get_response(stored);
+            Ok(UpdateUserResponse {
+                user,
+                expire_time,
+                etag,
             })
         })
         .await
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
+        let budget = Budget::for_request(&request, self.redis_timeout);
+        let req = request.into_inner();
+        self.call("DeleteUser", &req.id, budget, async {
+            let (id, etag) = domain::parse_delete(&req.id, &req.etag)?;
+            changed(budget.run(self.store.delete(&id, etag.as_deref())).await?)?;
+            Ok(DeleteUserResponse {})
+        })
+        .await
+    }
+
+    async fn refresh_user(
+        &self,
+        request: Request<RefreshUserRequest>,
+    ) -> Result<Response<RefreshUserResponse>, Status> {
+        let budget = Budget::for_request(&request, self.redis_timeout);
+        let req = request.into_inner();
+        self.call("RefreshUser", &req.id, budget, async {
+            let (id, ttl_seconds) = domain::parse_refresh(&req.id, req.ttl_seconds, self.ttl)?;
+            let stored = budget
+                .run(self.store.refresh(&id, ttl_seconds))
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            let GetUserResponse {
+                user,
+                expire_time,
+                etag,
+            } = get_response(stored);
+            Ok(RefreshUserResponse {
+                user,
+                expire_time,
+                ttl_seconds,
+                etag,
+            })
+        })
+        .await
+    }
+
+    async fn batch_get_users(
+        &self,
+        request: Request<BatchGetUsersRequest>,
+    ) -> Result<Response<BatchGetUsersResponse>, Status> {
+        let budget = Budget::for_request(&request, self.redis_timeout);
+        let req = request.into_inner();
+        // The span names the first id only: a batch is logged by its size.
+        let first = req.ids.first().map_or("", String::as_str);
+        self.call("BatchGetUsers", first, budget, async {
+            let ids = domain::parse_batch_ids(&req.ids)?;
+            let found = budget.run(self.store.batch_get(&ids)).await?;
+            let mut response = BatchGetUsersResponse::default();
+            for (id, user) in ids.into_iter().zip(found) {
+                match user {
+                    Some(stored) => response.users.push(get_response(stored)),
+                    None => response.missing_ids.push(id.as_str().to_owned()),
+                }
+            }
+            Ok(response)
+        })
+        .await
+    }
+}
+
+/// The answer carrying a stored user, as GetUser gives it (the other RPCs
+/// answer the same three fields).
+fn get_response(stored: StoredUser) -> GetUserResponse {
+    GetUserResponse {
+        user: Some(User {
+            id: stored.id,
+            name: stored.name,
+            email: stored.email,
+        }),
+        expire_time: stored.expires_at.map(Into::into),
+        etag: stored.etag,
+    }
+}
+
+/// The result of a change, or why there is none.
+fn changed<T>(change: Change<T>) -> Result<T, ServiceError> {
+    match change {
+        Change::Done(result) => Ok(result),
+        Change::NotFound => Err(ServiceError::NotFound),
+        Change::Stale => Err(ServiceError::Aborted),
     }
 }
 

@@ -1,6 +1,7 @@
 // user_client_e2e: the C++ client generated from proto/ (protoc + grpc_cpp_plugin)
-// against a running user-service: create a user, read it back, and the two
-// errors a caller branches on (ALREADY_EXISTS, NOT_FOUND).
+// against a running user-service: create a user, read it back, update it with
+// its etag (a stale etag is ABORTED), refresh it, read it in a batch, delete
+// it, and the errors a caller branches on (ALREADY_EXISTS, NOT_FOUND, ABORTED).
 //
 //   build/user_client_e2e [HOST:PORT]     (default localhost:50051)
 //
@@ -18,10 +19,18 @@
 
 namespace {
 
+using user::v1::BatchGetUsersRequest;
+using user::v1::BatchGetUsersResponse;
 using user::v1::CreateUserRequest;
 using user::v1::CreateUserResponse;
 using user::v1::GetUserRequest;
+using user::v1::DeleteUserRequest;
+using user::v1::DeleteUserResponse;
 using user::v1::GetUserResponse;
+using user::v1::RefreshUserRequest;
+using user::v1::RefreshUserResponse;
+using user::v1::UpdateUserRequest;
+using user::v1::UpdateUserResponse;
 using user::v1::UserService;
 
 int passed = 0;
@@ -116,6 +125,88 @@ int main(int argc, char** argv) {
     with_deadline(context);
     grpc::Status status = stub->GetUser(&context, get, &got);
     check(status.error_code() == grpc::StatusCode::NOT_FOUND, "GetUser of an absent id is NOT_FOUND",
+          describe(status));
+  }
+
+  // Update the name with the etag create answered; the expiry is kept.
+  std::string etag;
+  {
+    UpdateUserRequest update;
+    update.mutable_user()->set_id(id);
+    update.mutable_user()->set_name("Grace B. Hopper");
+    update.mutable_update_mask()->add_paths("name");
+    update.set_etag(created.etag());
+    UpdateUserResponse updated;
+    grpc::ClientContext context;
+    with_deadline(context);
+    grpc::Status status = stub->UpdateUser(&context, update, &updated);
+    check(status.ok(), "UpdateUser with the current etag answers OK", describe(status));
+    check(updated.user().name() == "Grace B. Hopper" && updated.user().email() == "grace@example.com",
+          "UpdateUser changes the masked field only");
+    check(!updated.etag().empty() && updated.etag() != created.etag(), "UpdateUser answers a new etag");
+    const int64_t drift = updated.expire_time().seconds() - created.expire_time().seconds();
+    check(drift >= -2 && drift <= 2, "UpdateUser keeps the expiry", std::to_string(drift));
+    etag = updated.etag();
+
+    UpdateUserResponse stale;
+    grpc::ClientContext again;
+    with_deadline(again);
+    status = stub->UpdateUser(&again, update, &stale);
+    check(status.error_code() == grpc::StatusCode::ABORTED, "UpdateUser with a stale etag is ABORTED",
+          describe(status));
+  }
+
+  // Refresh: a new expiry, read in the same step.
+  {
+    RefreshUserRequest refresh;
+    refresh.set_id(id);
+    refresh.set_ttl_seconds(3600);
+    RefreshUserResponse refreshed;
+    grpc::ClientContext context;
+    with_deadline(context);
+    const int64_t before = unix_now();
+    grpc::Status status = stub->RefreshUser(&context, refresh, &refreshed);
+    check(status.ok(), "RefreshUser answers OK", describe(status));
+    const int64_t expires = refreshed.expire_time().seconds();
+    check(refreshed.ttl_seconds() == 3600 && expires >= before + 3595 && expires <= before + 3605,
+          "RefreshUser moves expire_time to about now + 3600 s", std::to_string(expires - before));
+    check(refreshed.etag() == etag, "RefreshUser leaves the etag as it was");
+  }
+
+  // Batch: found users in request order, the others in missing_ids.
+  {
+    BatchGetUsersRequest batch;
+    batch.add_ids(id + "-absent");
+    batch.add_ids(id);
+    BatchGetUsersResponse got;
+    grpc::ClientContext context;
+    with_deadline(context);
+    grpc::Status status = stub->BatchGetUsers(&context, batch, &got);
+    check(status.ok(), "BatchGetUsers answers OK", describe(status));
+    check(got.users_size() == 1 && got.users(0).user().id() == id && got.users(0).etag() == etag,
+          "BatchGetUsers returns the user with its etag");
+    check(got.missing_ids_size() == 1 && got.missing_ids(0) == id + "-absent",
+          "BatchGetUsers lists the missing id");
+  }
+
+  // Delete with the etag, then the user is NOT_FOUND.
+  {
+    DeleteUserRequest remove;
+    remove.set_id(id);
+    remove.set_etag(etag);
+    DeleteUserResponse deleted;
+    grpc::ClientContext context;
+    with_deadline(context);
+    grpc::Status status = stub->DeleteUser(&context, remove, &deleted);
+    check(status.ok(), "DeleteUser with the current etag answers OK", describe(status));
+
+    GetUserRequest get;
+    get.set_id(id);
+    GetUserResponse got;
+    grpc::ClientContext after;
+    with_deadline(after);
+    status = stub->GetUser(&after, get, &got);
+    check(status.error_code() == grpc::StatusCode::NOT_FOUND, "GetUser after DeleteUser is NOT_FOUND",
           describe(status));
   }
 

@@ -51,12 +51,12 @@ ADDITIONS: dict[str, list[Edit]] = {
         (
             "  rpc GetUser(GetUserRequest) returns (GetUserResponse);\n",
             "  rpc GetUser(GetUserRequest) returns (GetUserResponse);\n\n"
-            "  // Deletes a user.\n  rpc DeleteUser(DeleteUserRequest) returns (DeleteUserResponse);\n",
+            "  // Locks a user.\n  rpc LockUser(LockUserRequest) returns (LockUserResponse);\n",
         ),
         (
             "// Request to read one user.\n",
-            "// Request to delete one user.\nmessage DeleteUserRequest {\n  // Id of the user to delete.\n"
-            "  string id = 1;\n}\n\n// Empty answer to a delete.\nmessage DeleteUserResponse {}\n\n"
+            "// Request to lock one user.\nmessage LockUserRequest {\n  // Id of the user to lock.\n"
+            "  string id = 1;\n}\n\n// Empty answer to a lock.\nmessage LockUserResponse {}\n\n"
             "// Request to read one user.\n",
         ),
     ],

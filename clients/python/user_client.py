@@ -94,6 +94,9 @@ class StoredUser:
     user: User
     expire_time: Optional[dt.datetime]
     ttl_seconds: Optional[int] = None
+    # Opaque version of the stored user; pass it to update_user/delete_user
+    # to change only this version.
+    etag: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,10 @@ class NotFoundError(UserServiceError):
     """NOT_FOUND: no user with that id, or it expired."""
 
 
+class AbortedError(UserServiceError):
+    """ABORTED: the etag is not the stored user's any more; nothing changed. Read again and retry."""
+
+
 class DeadlineExceededError(UserServiceError):
     """DEADLINE_EXCEEDED: the call's deadline passed (on the client or the server)."""
 
@@ -153,6 +160,7 @@ class UnavailableError(UserServiceError):
 _ERRORS: dict[grpc.StatusCode, type[UserServiceError]] = {
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ABORTED: AbortedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
 }
@@ -252,6 +260,7 @@ class UserClient:
             user=_user(response.user),
             expire_time=_time(response, "expire_time"),
             ttl_seconds=response.ttl_seconds,
+            etag=response.etag,
         )
 
     def get_user(self, user_id: str, *, timeout: Optional[float] = None) -> StoredUser:
@@ -266,7 +275,74 @@ class UserClient:
             )
         except grpc.RpcError as err:
             raise _error_from(err) from None
-        return StoredUser(user=_user(response.user), expire_time=_time(response, "expire_time"))
+        return _stored(response)
+
+    def update_user(
+        self,
+        user_id: str,
+        *,
+        name: Optional[str] = None,
+        email: Optional[str] = None,
+        etag: str = "",
+        timeout: Optional[float] = None,
+    ) -> StoredUser:
+        """Changes the given fields (at least one), keeping the remaining expiry.
+
+        With `etag`, only if it is still the stored user's. Raises AbortedError
+        (stale etag, nothing changed), NotFoundError, InvalidArgumentError, ...
+        """
+        paths = [path for path, value in (("name", name), ("email", email)) if value is not None]
+        if not paths:
+            raise ValueError("update_user needs a name or an email")
+        request = user_pb2.UpdateUserRequest(
+            user=user_pb2.User(id=user_id, name=name or "", email=email or ""), etag=etag
+        )
+        request.update_mask.paths.extend(paths)
+        try:
+            response = self._users.UpdateUser(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as err:
+            raise _error_from(err) from None
+        return _stored(response)
+
+    def delete_user(self, user_id: str, *, etag: str = "", timeout: Optional[float] = None) -> None:
+        """Deletes a user; with `etag`, only if it is still the stored user's.
+
+        Raises AbortedError, NotFoundError, InvalidArgumentError, ...
+        """
+        try:
+            self._users.DeleteUser(
+                user_pb2.DeleteUserRequest(id=user_id, etag=etag), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as err:
+            raise _error_from(err) from None
+
+    def refresh_user(
+        self, user_id: str, ttl_seconds: Optional[int] = None, *, timeout: Optional[float] = None
+    ) -> StoredUser:
+        """Reads a user and sets it to expire `ttl_seconds` from now (None: the
+        server's default), in one step. Raises NotFoundError, InvalidArgumentError, ..."""
+        request = user_pb2.RefreshUserRequest(id=user_id)
+        if ttl_seconds is not None:
+            request.ttl_seconds = ttl_seconds
+        try:
+            response = self._users.RefreshUser(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as err:
+            raise _error_from(err) from None
+        stored = _stored(response)
+        return StoredUser(stored.user, stored.expire_time, response.ttl_seconds, stored.etag)
+
+    def batch_get_users(
+        self, user_ids: list[str], *, timeout: Optional[float] = None
+    ) -> tuple[list[StoredUser], list[str]]:
+        """Reads 1-100 users at once: the found ones in request order (each once)
+        and the ids that were not found. Raises InvalidArgumentError (`ids`, `ids[N]`), ..."""
+        try:
+            response = self._users.BatchGetUsers(
+                user_pb2.BatchGetUsersRequest(ids=user_ids), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as err:
+            raise _error_from(err) from None
+        return [_stored(found) for found in response.users], list(response.missing_ids)
 
     def health(self, service: str = "", *, timeout: Optional[float] = None) -> str:
         """The serving status ("SERVING", "NOT_SERVING", ...) of `service`
@@ -281,6 +357,15 @@ class UserClient:
 
     def _deadline(self, timeout: Optional[float]) -> float:
         return self._timeout if timeout is None else timeout
+
+
+def _stored(response: object) -> StoredUser:
+    """The user, expiry and etag of a response that carries a user."""
+    return StoredUser(
+        user=_user(response.user),  # type: ignore[attr-defined]
+        expire_time=_time(response, "expire_time"),
+        etag=response.etag,  # type: ignore[attr-defined]
+    )
 
 
 def _user(message: user_pb2.User) -> User:

@@ -1,6 +1,6 @@
 //! `loadgen`: a gRPC load generator for user-service. N concurrent callers
-//! share M HTTP/2 connections and call GetUser, CreateUser (unique ids) or a
-//! mix, for a duration or a number of calls, each with a deadline. Prints
+//! share M HTTP/2 connections and call GetUser, CreateUser (unique ids), a
+//! mix of both, UpdateUser, RefreshUser or BatchGetUsers, for a duration or a number of calls, each with a deadline. Prints
 //! throughput, latency percentiles and counts per status code; exits 1 when
 //! any call ended in a code not allowed by `--allow`. It talks only to
 //! `--addr` and stops by itself.
@@ -20,7 +20,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use tonic::{Code, transport::Endpoint};
 use user_service::pb::user::v1::{
-    CreateUserRequest, GetUserRequest, user_service_client::UserServiceClient,
+    BatchGetUsersRequest, CreateUserRequest, GetUserRequest, RefreshUserRequest, UpdateUserRequest,
+    User, user_service_client::UserServiceClient,
 };
 
 /// Which RPCs to send.
@@ -32,6 +33,12 @@ enum Mode {
     Create,
     /// Both; --get-percent of calls are GetUser.
     Mix,
+    /// UpdateUser (a new name, no etag) of preloaded ids.
+    Update,
+    /// RefreshUser (--ttl) of preloaded ids.
+    Refresh,
+    /// BatchGetUsers of --batch distinct preloaded ids per call.
+    Batch,
 }
 
 /// Command line of the load generator.
@@ -68,6 +75,9 @@ struct Args {
     /// ttl_seconds of created users.
     #[arg(long, default_value_t = 600)]
     ttl: u32,
+    /// Ids per BatchGetUsers call in --mode batch (1-100).
+    #[arg(long, default_value_t = 10)]
+    batch: u64,
     /// Prefix of generated ids (default: a per-run prefix, so runs never collide).
     #[arg(long)]
     id_prefix: Option<String>,
@@ -194,20 +204,53 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mut client = clients[worker % clients.len()].clone();
         let plan = plan.clone();
         let prefix = prefix.clone();
-        let (mode, get_percent, preloaded, ttl) =
-            (args.mode, args.get_percent, args.preload, args.ttl);
+        let (mode, get_percent, preloaded, ttl, batch) = (
+            args.mode,
+            args.get_percent,
+            args.preload,
+            args.ttl,
+            args.batch,
+        );
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut codes: BTreeMap<i32, u64> = BTreeMap::new();
             let mut calls = Vec::new();
             while let Some(n) = plan.take() {
                 let get = match mode {
-                    Mode::Get => true,
-                    Mode::Create => false,
+                    Mode::Get | Mode::Batch => true,
+                    Mode::Create | Mode::Update | Mode::Refresh => false,
                     Mode::Mix => (n % 100) < u64::from(get_percent),
                 };
                 let t0 = Instant::now();
-                let (id, code) = if get && preloaded > 0 {
+                let preloaded_id = |k: u64| format!("{prefix}-p{}", k % preloaded.max(1));
+                let (id, code) = if mode == Mode::Update {
+                    let mut request = tonic::Request::new(UpdateUserRequest {
+                        user: Some(User {
+                            id: preloaded_id(n),
+                            name: format!("Load Test {n}"),
+                            email: String::new(),
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["name".into()],
+                        }),
+                        etag: String::new(),
+                    });
+                    request.set_timeout(deadline);
+                    (n, code_of(client.update_user(request).await))
+                } else if mode == Mode::Refresh {
+                    let mut request = tonic::Request::new(RefreshUserRequest {
+                        id: preloaded_id(n),
+                        ttl_seconds: Some(ttl),
+                    });
+                    request.set_timeout(deadline);
+                    (n, code_of(client.refresh_user(request).await))
+                } else if mode == Mode::Batch {
+                    let mut request = tonic::Request::new(BatchGetUsersRequest {
+                        ids: (0..batch).map(|k| preloaded_id(n * batch + k)).collect(),
+                    });
+                    request.set_timeout(deadline);
+                    (n, code_of(client.batch_get_users(request).await))
+                } else if get && preloaded > 0 {
                     let id = n % preloaded;
                     let mut request = tonic::Request::new(GetUserRequest {
                         id: format!("{prefix}-p{id}"),

@@ -64,6 +64,36 @@ impl RedisConn {
         matches!(self, Self::Cluster(_))
     }
 
+    /// Sends the `count` commands of `pipeline` in one round trip: to the
+    /// cluster node at `node` ("host:port"), or, with `None`, as a
+    /// standalone server or the cluster's routing sends it. Answers every
+    /// reply, errors included (as `Value::ServerError`), so that one bad
+    /// key does not hide the others.
+    pub async fn pipeline_on(
+        &mut self,
+        node: Option<&str>,
+        pipeline: &Pipeline,
+        count: usize,
+    ) -> Result<Vec<Value>, RedisError> {
+        let target = node.and_then(|node| {
+            let (host, port) = node.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse::<u16>().ok()?))
+        });
+        match (self, target) {
+            (Self::Cluster(cluster), Some((host, port))) => {
+                cluster
+                    .route_pipeline(
+                        pipeline.clone(),
+                        0,
+                        count,
+                        SingleNodeRoutingInfo::ByAddress { host, port },
+                    )
+                    .await
+            }
+            (conn, _) => conn.req_packed_commands(pipeline, 0, count).await,
+        }
+    }
+
     /// The cluster's slot map as one node sees it (`CLUSTER SLOTS`, sent to a
     /// random node); `None` for a standalone server, which has none.
     pub async fn slot_map(&mut self) -> Result<Option<SlotMap>, RedisError> {

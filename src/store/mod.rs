@@ -7,14 +7,16 @@
 
 mod conn;
 mod failure;
+mod lifecycle;
 mod node;
+mod scripts;
 mod span;
 mod supervise;
 mod topology;
 mod value;
 
 use std::{
-    sync::{Arc, OnceLock},
+    sync::{Arc, OnceLock, PoisonError, RwLock},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -27,8 +29,9 @@ use crate::{
     domain::{NewUser, UserId},
 };
 pub use conn::ConnectError;
-use conn::RedisConn;
+use conn::{RedisConn, SlotMap};
 pub use failure::{FailureClass, FailureKind};
+pub use lifecycle::Change;
 pub use value::{Corruption, MAX_VALUE_BYTES};
 
 /// The key the readiness check writes to (`SET ... XX`, so it never
@@ -47,15 +50,19 @@ pub struct StoredUser {
     pub email: String,
     /// When Redis deletes it; `None` for a key written without a TTL.
     pub expires_at: Option<SystemTime>,
+    /// Opaque version: hex SHA-1 of the stored bytes.
+    pub etag: String,
 }
 
 /// What a create did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateOutcome {
     /// Stored; expires at the given time.
     Created {
         /// When Redis will delete the user.
         expires_at: SystemTime,
+        /// Etag of the stored bytes.
+        etag: String,
     },
     /// The id was taken; nothing was changed.
     AlreadyExists,
@@ -170,6 +177,9 @@ struct Shared {
     ready: watch::Sender<bool>,
     /// A start-up fault that retrying cannot mend, once one happened.
     fatal: watch::Sender<Option<ConnectError>>,
+    /// The cluster's slot map as last read by the monitor (empty until then
+    /// and in standalone mode), for grouping a batch's keys by node.
+    slots: RwLock<Arc<SlotMap>>,
 }
 
 /// Aborts the background tasks when the last handle to the store goes.
@@ -199,6 +209,7 @@ impl UserStore {
             write_replicas: config.write_replicas,
             ready: watch::Sender::new(false),
             fatal: watch::Sender::new(None),
+            slots: RwLock::default(),
         });
         // The task holds `Shared`, not a `UserStore`, so that dropping the
         // last store handle ends it.
@@ -241,6 +252,17 @@ impl UserStore {
         self.shared.links.get().ok_or(StoreError::NotConnected)
     }
 
+    /// The slot map as last read (a lock held only to clone an `Arc`).
+    fn slot_map(&self) -> Arc<SlotMap> {
+        Arc::clone(
+            &self
+                .shared
+                .slots
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
     /// Stores `user` unless its id is taken, in one atomic `SET NX EX`.
     ///
     /// NX makes "check and write" one step in Redis, so two concurrent
@@ -255,6 +277,7 @@ impl UserStore {
         deadline: Instant,
     ) -> Result<CreateOutcome, StoreError> {
         let json = value::encode(user).map_err(StoreError::Encode)?;
+        let etag = lifecycle::etag_of(&json);
         let mut set = redis::cmd("SET");
         set.arg(key(&user.id))
             .arg(json)
@@ -273,6 +296,7 @@ impl UserStore {
             Value::Nil => Ok(CreateOutcome::AlreadyExists),
             _ => Ok(CreateOutcome::Created {
                 expires_at: SystemTime::now() + Duration::from_secs(user.ttl_seconds.into()),
+                etag,
             }),
         }
     }
@@ -361,6 +385,8 @@ impl UserStore {
             name: user.name,
             email: user.email,
             expires_at,
+            // decode() accepted it, so the prefix is the whole value.
+            etag: lifecycle::etag_of(&prefix),
         }))
     }
 }

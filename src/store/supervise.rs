@@ -117,7 +117,7 @@ async fn monitor(config: &RedisConfig, shared: &Shared, links: Links) {
             serving = ok;
         }
         // After the check, so that a slow slot map read never delays readiness.
-        watch_topology(&reader, &mut topology, config.timeout).await;
+        watch_topology(shared, &reader, &mut topology, config.timeout).await;
     }
 }
 
@@ -185,11 +185,21 @@ fn cluster_down(why: &'static str) -> RedisError {
 /// Reads the cluster's slot map (nothing in standalone mode) and logs a
 /// failover or resharding once the map has settled. A failed read is
 /// skipped: the readiness check already reports an unreachable Redis.
-async fn watch_topology(reader: &RedisConn, watch: &mut TopologyWatch, timeout: Duration) {
+async fn watch_topology(
+    shared: &Shared,
+    reader: &RedisConn,
+    watch: &mut TopologyWatch,
+    timeout: Duration,
+) {
     let mut reader = reader.clone();
     let Ok(Ok(Some(map))) = tokio::time::timeout(timeout, reader.slot_map()).await else {
         return;
     };
+    // The latest read, not the settled one: batches follow redirects anyway.
+    *shared
+        .slots
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(map.clone());
     match watch.observe(map) {
         Some(TopologyChange::Failover { lost, gained }) => {
             metrics::METRICS.record_topology_change(true);

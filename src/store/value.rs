@@ -44,7 +44,7 @@ pub enum Corruption {
     MissingField(&'static str),
     /// Fields that break CreateUser's input rules.
     #[error("field(s) {} break the input rules", .0.join(", "))]
-    InvalidFields(Vec<&'static str>),
+    InvalidFields(Vec<String>),
     /// The id inside differs from the key's.
     #[error("the id inside differs from the key's")]
     IdMismatch,
@@ -113,7 +113,11 @@ pub fn decode(id: &UserId, len: u64, prefix: &[u8]) -> Result<UserFields, Corrup
     };
     if let Err(invalid) = check_user_fields(&fields.id, &fields.name, &fields.email) {
         return Err(Corruption::InvalidFields(
-            invalid.violations.iter().map(|v| v.field).collect(),
+            invalid
+                .violations
+                .into_iter()
+                .map(|v| v.field.into_owned())
+                .collect(),
         ));
     }
     if fields.id != id.as_str() {
@@ -191,11 +195,11 @@ mod tests {
             ),
             (
                 object(&[("id", "u"), ("name", "nul\0name"), ("email", "a@b.c")]),
-                Corruption::InvalidFields(vec!["name"]),
+                Corruption::InvalidFields(vec!["name".into()]),
             ),
             (
                 object(&[("id", "u"), ("name", "bidi\u{202e}"), ("email", "a@b.c")]),
-                Corruption::InvalidFields(vec!["name"]),
+                Corruption::InvalidFields(vec!["name".into()]),
             ),
             (
                 br#"["u", "secret-personal-data", "a@b.c"]"#.to_vec(),

@@ -325,7 +325,7 @@ async fn unknown_methods_are_unimplemented() {
     // Act
     let mut answers = Vec::new();
     for path in [
-        "/user.v1.UserService/DeleteUser",
+        "/user.v1.UserService/PurgeAllUsers",
         "/user.v1.UserService/createuser",
         "/nope.Svc/X",
         "/user.v2.UserService/GetUser",

@@ -216,7 +216,7 @@ async fn check(service: &App, model: &Mutex<Model>, call: Call) -> Result<(), Te
                     let want = invalid
                         .violations
                         .iter()
-                        .map(|v| v.field.to_owned())
+                        .map(|v| v.field.to_string())
                         .collect();
                     expect_invalid(&result, &want)?;
                 }

@@ -7,6 +7,11 @@
 
 use std::collections::BTreeSet;
 
+use user_service::pb::user::v1::{
+    BatchGetUsersRequest, DeleteUserRequest, RefreshUserRequest, UpdateUserRequest, User,
+    user_service_client::UserServiceClient,
+};
+
 use crate::support::{
     App, RedisCluster, RedisServer, ServiceEnv,
     acl::{SERVICE_PASSWORD, SERVICE_USER, deployed_rule, users_acl_path},
@@ -28,6 +33,15 @@ const REFUSED: &[(&[&str], &str)] = &[
     (&["DEBUG", "SLEEP", "0"], "command debug"),
     (&["GETRANGE", "session:1", "0", "10"], "key session:1"),
     (&["SET", "session:1", "x"], "key session:1"),
+    (&["DEL", "session:1"], "key session:1"),
+    (&["GETEX", "session:1", "EX", "9"], "key session:1"),
+    // A script's declared key is checked like any command's.
+    (&["EVAL", "return 1", "1", "session:1"], "key session:1"),
+    (
+        &["EVALSHA", "0000000000000000000000000000000000000000", "0"],
+        "command evalsha",
+    ),
+    (&["SCRIPT", "FLUSH"], "command script|flush"),
 ];
 
 /// A connection to `node` logged in as the service user.
@@ -95,6 +109,53 @@ fn assert_user_keys_work(node: &RedisServer, key: &str) {
     assert_eq!(got, VALUE, "GETRANGE {key} on {}", node.addr());
 }
 
+/// Every RPC's Redis commands on `id`: create, get, update (without and
+/// with an etag), refresh, batch get, delete (with an etag, then without).
+async fn every_rpc(client: &mut UserServiceClient<tonic::transport::Channel>, id: &str) {
+    client.create_user(user(id)).await.expect("create");
+    let etag = client
+        .get_user(get_request(id))
+        .await
+        .expect("get")
+        .into_inner()
+        .etag;
+    let update = |etag: &str| UpdateUserRequest {
+        user: Some(User {
+            id: id.into(),
+            name: "Least".into(),
+            email: "least@example.com".into(),
+        }),
+        update_mask: None,
+        etag: etag.into(),
+    };
+    client.update_user(update(&etag)).await.expect("update");
+    let etag = client
+        .update_user(update(""))
+        .await
+        .expect("update")
+        .into_inner()
+        .etag;
+    let refresh = RefreshUserRequest {
+        id: id.into(),
+        ttl_seconds: Some(120),
+    };
+    client.refresh_user(refresh).await.expect("refresh");
+    let batch = BatchGetUsersRequest {
+        ids: vec![id.into(), format!("{id}-missing")],
+    };
+    client.batch_get_users(batch).await.expect("batch");
+    let delete = |etag: &str| DeleteUserRequest {
+        id: id.into(),
+        etag: etag.into(),
+    };
+    client
+        .delete_user(delete(&etag))
+        .await
+        .expect("delete with etag");
+    client.create_user(user(id)).await.expect("create again");
+    client.delete_user(delete("")).await.expect("delete");
+}
+
 /// Error replies a server sent since its last `CONFIG RESETSTAT`
 /// (`INFO errorstats`); empty when it refused nothing.
 fn error_replies(node: &RedisServer) -> Vec<String> {
@@ -158,8 +219,7 @@ async fn standalone_service_user_may_use_user_keys_and_nothing_else() {
     let mut client = service.client();
 
     // Act: what the service does, then what it must not.
-    client.create_user(user("least")).await.expect("create");
-    client.get_user(get_request("least")).await.expect("get");
+    every_rpc(&mut client, "least").await;
 
     // Assert: the service ran into no refusal and no error reply (a 7.0
     // server answers a command it does not know, CLIENT SETINFO say, with
@@ -183,9 +243,7 @@ async fn cluster_service_user_may_use_user_keys_and_nothing_else() {
 
     // Act
     for i in 0..10 {
-        let id = format!("least-{i}");
-        client.create_user(user(&id)).await.expect("create");
-        client.get_user(get_request(&id)).await.expect("get");
+        every_rpc(&mut client, &format!("least-{i}")).await;
     }
     drop(service);
 

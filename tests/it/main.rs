@@ -17,6 +17,7 @@ mod grpcurl;
 mod hostile;
 mod hostile_props;
 mod least_privilege;
+mod lifecycle;
 mod observability;
 mod prometheus;
 mod redis_outage;

@@ -72,7 +72,7 @@ async fn metrics_count_every_call_once_by_code_including_those_failing_before_th
     let invalid = client.get_user(get_request("not valid")).await;
     let unknown = raw::call(
         service.channel(),
-        "/user.v1.UserService/DeleteUser",
+        "/user.v1.UserService/PurgeAllUsers",
         Bytes::new(),
     )
     .await;

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from user_client import (
+    AbortedError,
     AlreadyExistsError,
     DeadlineExceededError,
     FieldViolation,
@@ -180,3 +181,53 @@ def test_the_example_script_runs(service) -> None:
     assert "again   -> ALREADY_EXISTS" in result.stdout
     for field in ("id", "name", "email", "ttl_seconds"):
         assert f"  {field}: " in result.stdout
+
+
+def test_update_with_etag_keeps_the_expiry_and_a_stale_etag_is_aborted(client: UserClient) -> None:
+    user_id = new_id()
+    created = client.create_user(user_id, "Ada", "ada@example.com", ttl_seconds=300)
+
+    updated = client.update_user(user_id, name="Ada King", etag=created.etag)
+    with pytest.raises(AbortedError):
+        client.update_user(user_id, email="lost@example.com", etag=created.etag)
+
+    assert updated.user == User(id=user_id, name="Ada King", email="ada@example.com")
+    assert updated.etag not in ("", created.etag)
+    assert updated.expire_time is not None and created.expire_time is not None
+    assert abs((updated.expire_time - created.expire_time).total_seconds()) < 2
+    assert client.get_user(user_id).etag == updated.etag
+
+
+def test_refresh_moves_the_expiry_and_delete_makes_it_not_found(client: UserClient) -> None:
+    user_id = new_id()
+    created = client.create_user(user_id, "Ada", "ada@example.com", ttl_seconds=60)
+
+    refreshed = client.refresh_user(user_id, ttl_seconds=3600)
+    with pytest.raises(AbortedError):
+        client.delete_user(user_id, etag="0" * 40)
+    client.delete_user(user_id, etag=refreshed.etag)
+
+    assert refreshed.ttl_seconds == 3600
+    assert refreshed.etag == created.etag
+    assert refreshed.expire_time is not None and created.expire_time is not None
+    assert (refreshed.expire_time - created.expire_time).total_seconds() > 3500
+    with pytest.raises(NotFoundError):
+        client.get_user(user_id)
+    with pytest.raises(NotFoundError):
+        client.refresh_user(user_id)
+
+
+def test_batch_get_answers_in_order_with_missing_ids_and_names_a_bad_one(client: UserClient) -> None:
+    ids = [new_id() for _ in range(3)]
+    for user_id in ids:
+        client.create_user(user_id, "Batch", "batch@example.com")
+    absent = new_id()
+
+    found, missing = client.batch_get_users([ids[2], absent, ids[0], ids[2], ids[1]])
+    with pytest.raises(InvalidArgumentError) as bad:
+        client.batch_get_users([ids[0], ids[1], ids[2], "not valid"])
+
+    assert [stored.user.id for stored in found] == [ids[2], ids[0], ids[1]]
+    assert missing == [absent]
+    assert all(len(stored.etag) == 40 for stored in found)
+    assert bad.value.fields == ["ids[3]"]
