@@ -269,6 +269,11 @@ async fn frozen_redis(freeze: Freeze) {
         .map(|call| call.took())
         .max()
         .unwrap_or_default();
+    // Reported, not asserted.
+    let late = during
+        .iter()
+        .filter(|call| call.took() > deadline + Duration::from_millis(100))
+        .count();
     // Every call is answered by about its deadline, none waits out the
     // freeze; how close to it is the machine's scheduling, not the service's
     // (a percentile bound here failed when the load generator itself stalled).
@@ -313,7 +318,7 @@ async fn frozen_redis(freeze: Freeze) {
             ("codes_during", codes_of(during.iter().copied())),
             ("reads_during", codes_of(reads.iter().copied())),
             ("slowest_answer", ms(slowest)),
-            ("later_than_deadline_plus_100ms", late.len().to_string()),
+            ("later_than_deadline_plus_100ms", late.to_string()),
             (
                 "connected_clients_before_after",
                 format!("{clients_before}/{clients_after}"),
