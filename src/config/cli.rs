@@ -132,6 +132,9 @@ pub struct ServeArgs {
     /// UserService calls served at once; a call beyond it waits up to 100 ms for a slot, then gets RESOURCE_EXHAUSTED.
     #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value = "1024")]
     pub max_concurrent_calls: String,
+    /// WatchUsers streams open at once; one more gets RESOURCE_EXHAUSTED.
+    #[arg(long, env = "WATCH_MAX_STREAMS", default_value = "1000")]
+    pub watch_max_streams: String,
     /// Threads serving calls. 1: one event loop, fastest per call on a small
     /// machine (measured in bench/RESULTS.md); more: a work-stealing pool.
     #[arg(long, env = "WORKER_THREADS", default_value = "1")]

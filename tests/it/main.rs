@@ -27,3 +27,4 @@ mod stored_values;
 mod tls_grpc;
 mod tls_redis;
 mod validation;
+mod watch;
