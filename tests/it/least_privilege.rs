@@ -7,6 +7,8 @@
 
 use std::collections::BTreeSet;
 
+use user_service::pb::user::v1::WatchUsersRequest;
+
 use crate::support::{
     App, RedisCluster, RedisServer, ServiceEnv,
     acl::{SERVICE_PASSWORD, SERVICE_USER, deployed_rule, users_acl_path},
@@ -160,6 +162,20 @@ async fn standalone_service_user_may_use_user_keys_and_nothing_else() {
     // Act: what the service does, then what it must not.
     client.create_user(user("least")).await.expect("create");
     client.get_user(get_request("least")).await.expect("get");
+    // A watch: PSUBSCRIBE on the one granted channel pattern, the event
+    // probe (SET/PTTL of user:#watch-probe), PING on the subscription.
+    let mut watch = client
+        .watch_users(WatchUsersRequest {
+            id_prefix: "least".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch
+        .message()
+        .await
+        .expect("SUBSCRIBED")
+        .expect("a message");
 
     // Assert: the service ran into no refusal and no error reply (a 7.0
     // server answers a command it does not know, CLIENT SETINFO say, with
