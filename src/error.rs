@@ -125,7 +125,6 @@ impl ServiceError {
             Self::WatchRefused(WatchError::Stopped) | Self::WatchEnded(WatchEnd::Shutdown) => {
                 "SHUTTING_DOWN"
             }
-            Self::WatchRefused(WatchError::Unsupported) => "WATCH_UNSUPPORTED",
             Self::WatchEnded(WatchEnd::Gap) => "WATCH_INTERRUPTED",
             Self::WatchEnded(WatchEnd::Lagged) => "WATCHER_TOO_SLOW",
         }
@@ -175,7 +174,6 @@ impl From<ServiceError> for Status {
                 match refused {
                     WatchError::NotConfigured { .. } => Code::FailedPrecondition,
                     WatchError::NotSubscribed | WatchError::Stopped => Code::Unavailable,
-                    WatchError::Unsupported => Code::Unimplemented,
                 },
                 refused.to_string(),
             ),

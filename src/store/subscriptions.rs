@@ -5,23 +5,25 @@
 //! may have missed an event (connection lost, probe failed) as a gap, so
 //! no watch goes on past one. It knows nothing of gRPC or of id prefixes.
 //!
-//! Standalone servers only: in cluster mode notifications are node-local
-//! and would need one subscription per primary, followed through
-//! failovers; [`WatchError::Unsupported`] says so instead of a partial stream.
+//! Cluster mode: notifications are node-local, so there is one connection
+//! per primary; a lost node connection or any change of the slot map
+//! (failover, resharding) ends the subscription as a gap and starts anew.
 
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
+use std::pin::Pin;
+
 use redis::Msg;
 use tokio::{
     sync::{broadcast, watch},
     task::AbortHandle,
 };
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt, StreamMap};
 
-use super::conn::{self, RedisConn};
+use super::conn::{self, RedisConn, SlotMap};
 use crate::config::{RedisConfig, Topology};
 
 /// The pattern every subscription listens on: keyspace events of user keys in db 0.
@@ -43,6 +45,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often an active subscription re-probes (a `CONFIG SET` by an
 /// operator can switch notifications off at any time) and pings.
 const REPROBE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often cluster mode re-reads the slot map for moved slots and new primaries.
+const TOPOLOGY_INTERVAL: Duration = Duration::from_secs(1);
 /// First wait before re-subscribing after a loss; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between subscription attempts.
@@ -129,9 +133,6 @@ pub enum WatchError {
     /// The service is shutting down.
     #[error("the service is shutting down")]
     Stopped,
-    /// Cluster mode: not supported yet.
-    #[error("WatchUsers is not available with REDIS_MODE=cluster yet")]
-    Unsupported,
 }
 
 /// Why a watch ended.
@@ -205,9 +206,6 @@ impl Subscriptions {
         writer: &RedisConn,
         wait: Duration,
     ) -> Result<Watch, WatchError> {
-        if matches!(config.topology, Topology::Cluster { .. }) {
-            return Err(WatchError::Unsupported);
-        }
         self.ensure_started(config, writer);
         // Receiver first, state second: a gap announced after the state
         // was read is then in the receiver (the task changes the state
@@ -331,45 +329,152 @@ fn missing_classes(seen: u8) -> String {
     missing
 }
 
-/// One subscription: connect, PSUBSCRIBE, probe, then publish events until
-/// it ends. Bumps `epoch` when it becomes active.
+/// A node to subscribe to: its URL and the key the probe writes there.
+struct Target {
+    url: String,
+    probe_key: String,
+}
+
+/// The nodes that hold users: the standalone server, or every primary of
+/// the cluster (keyspace events are node-local), with the slot map they
+/// were read from.
+async fn targets(
+    config: &RedisConfig,
+    writer: &RedisConn,
+) -> Result<(Vec<Target>, Option<SlotMap>), String> {
+    let nodes = match &config.topology {
+        Topology::Standalone { url } => {
+            return Ok((
+                vec![Target {
+                    url: url.clone(),
+                    probe_key: WATCH_PROBE_KEY.to_owned(),
+                }],
+                None,
+            ));
+        }
+        Topology::Cluster { nodes } => nodes,
+    };
+    let mut writer = writer.clone();
+    let map = match tokio::time::timeout(config.timeout, writer.slot_map()).await {
+        Ok(Ok(Some(map))) => map,
+        Ok(Ok(None)) => return Err("no cluster slot map".into()),
+        Ok(Err(err)) => return Err(format!("CLUSTER SLOTS: {err}")),
+        Err(_) => return Err("CLUSTER SLOTS timed out".into()),
+    };
+    // Same scheme (TLS or not) as the seeds.
+    let scheme = if nodes.iter().any(|n| n.starts_with("rediss://")) {
+        "rediss"
+    } else {
+        "redis"
+    };
+    let mut primaries: Vec<&str> = map.iter().map(|(_, _, addr)| addr.as_str()).collect();
+    primaries.sort_unstable();
+    primaries.dedup();
+    let targets = primaries
+        .into_iter()
+        .map(|addr| {
+            let ranges: Vec<(u16, u16)> = map
+                .iter()
+                .filter(|(_, _, a)| a == addr)
+                .map(|(first, last, _)| (*first, *last))
+                .collect();
+            Target {
+                url: format!("{scheme}://{addr}"),
+                probe_key: probe_key_within(&ranges),
+            }
+        })
+        .collect();
+    Ok((targets, Some(map)))
+}
+
+/// A probe key whose hash tag puts it in one of `ranges`, so that its
+/// events come from that primary.
+fn probe_key_within(ranges: &[(u16, u16)]) -> String {
+    (0u32..)
+        .take(1 << 20)
+        .map(|n| format!("t{n}"))
+        .find(|tag| {
+            let slot = key_slot(tag.as_bytes());
+            ranges
+                .iter()
+                .any(|(first, last)| (*first..=*last).contains(&slot))
+        })
+        .map_or_else(
+            || WATCH_PROBE_KEY.to_owned(),
+            |tag| format!("{WATCH_PROBE_KEY}{{{tag}}}"),
+        )
+}
+
+/// The cluster slot of a hash tag's content (CRC-16/XMODEM mod 16384).
+fn key_slot(key: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in key {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// A node's messages, then one `None` when its connection ends.
+type NodeMessages = Pin<Box<dyn Stream<Item = Option<Msg>> + Send>>;
+
+/// One subscription: connect to every node, PSUBSCRIBE, probe, then
+/// publish events until it ends. Bumps `epoch` when it becomes active.
 async fn subscribe_once(
     subs: &Subscriptions,
     config: &RedisConfig,
     writer: &RedisConn,
     epoch: &mut u64,
 ) -> Ended {
-    let Topology::Standalone { url } = &config.topology else {
-        return Ended::Lost("cluster mode is not supported".into());
+    let (targets, slot_map) = match targets(config, writer).await {
+        Ok(found) => found,
+        Err(why) => return Ended::Lost(why),
     };
-    let client = match conn::client(url, config) {
-        Ok(client) => client,
-        Err(err) => return Ended::Lost(err.to_string()),
-    };
-    let pubsub = match tokio::time::timeout(config.connect_timeout, client.get_async_pubsub()).await
-    {
-        Ok(Ok(pubsub)) => pubsub,
-        Ok(Err(err)) => return Ended::Lost(err.to_string()),
-        Err(_) => return Ended::Lost("connecting timed out".into()),
-    };
-    let (mut sink, mut stream) = pubsub.split();
-    match tokio::time::timeout(config.timeout, sink.psubscribe(KEYSPACE_PATTERN)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => return Ended::Lost(format!("PSUBSCRIBE {KEYSPACE_PATTERN}: {err}")),
-        Err(_) => return Ended::Lost("PSUBSCRIBE timed out".into()),
+    let mut sinks = Vec::new();
+    let mut messages: StreamMap<usize, NodeMessages> = StreamMap::new();
+    for (index, target) in targets.iter().enumerate() {
+        let client = match conn::client(&target.url, config) {
+            Ok(client) => client,
+            Err(err) => return Ended::Lost(err.to_string()),
+        };
+        let pubsub =
+            match tokio::time::timeout(config.connect_timeout, client.get_async_pubsub()).await {
+                Ok(Ok(pubsub)) => pubsub,
+                Ok(Err(err)) => return Ended::Lost(format!("{}: {err}", target.url)),
+                Err(_) => return Ended::Lost(format!("{}: connecting timed out", target.url)),
+            };
+        let (mut sink, stream) = pubsub.split();
+        match tokio::time::timeout(config.timeout, sink.psubscribe(KEYSPACE_PATTERN)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Ended::Lost(format!("PSUBSCRIBE {KEYSPACE_PATTERN}: {err}")),
+            Err(_) => return Ended::Lost("PSUBSCRIBE timed out".into()),
+        }
+        sinks.push(sink);
+        messages.insert(
+            index,
+            Box::pin(stream.map(Some).chain(tokio_stream::once(None))),
+        );
     }
+    let probe_keys: Vec<String> = targets.into_iter().map(|t| t.probe_key).collect();
 
     let mut active = false;
-    let mut probe = Probe::start(writer);
+    let mut probe = Some(Probe::start(writer, &probe_keys));
     let mut reprobe = tokio::time::interval_at(
         tokio::time::Instant::now() + REPROBE_INTERVAL,
         REPROBE_INTERVAL,
     );
+    let mut topology = tokio::time::interval(TOPOLOGY_INTERVAL);
     loop {
         tokio::select! {
-            msg = stream.next() => {
-                let Some(msg) = msg else {
-                    return Ended::Lost("the subscription connection closed".into());
+            next = messages.next() => {
+                let Some((_, Some(msg))) = next else {
+                    return Ended::Lost("a subscription connection closed".into());
                 };
                 if let Some(probe) = probe.as_mut() {
                     probe.saw(&msg);
@@ -378,29 +483,42 @@ async fn subscribe_once(
                     // No receivers is fine: nobody watches right now.
                     let _ = subs.events.send(Notice::Change(Arc::new(change)));
                 }
-                if probe.as_ref().is_some_and(|p| p.seen == SEEN_ALL) {
+                if probe.as_ref().is_some_and(Probe::complete) {
                     probe = None;
                     if !active {
                         active = true;
                         *epoch += 1;
                         subs.set_state(State::Active { epoch: *epoch });
-                        tracing::info!(pattern = KEYSPACE_PATTERN, "keyspace subscription active: watches may start");
+                        tracing::info!(pattern = KEYSPACE_PATTERN, nodes = sinks.len(), "keyspace subscription active: watches may start");
                     }
                 }
             }
             () = probe_deadline(probe.as_ref()) => {
-                let seen = probe.as_ref().map_or(0, |p| p.seen);
+                let missing = probe.as_ref().map_or_else(String::new, Probe::missing);
                 // Events can only be missing for two reasons: the classes
-                // are off, or the connection died. A ping tells them apart.
-                return match tokio::time::timeout(config.timeout, sink.ping::<redis::Value>()).await {
-                    Ok(Ok(_)) => Ended::NotConfigured(missing_classes(seen)),
-                    Ok(Err(err)) => Ended::Lost(format!("PING on the subscription: {err}")),
-                    Err(_) => Ended::Lost("PING on the subscription timed out".into()),
-                };
+                // are off, or a connection died. A ping tells them apart.
+                for sink in &mut sinks {
+                    match tokio::time::timeout(config.timeout, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(err)) => return Ended::Lost(format!("PING on the subscription: {err}")),
+                        Err(_) => return Ended::Lost("PING on the subscription timed out".into()),
+                    }
+                }
+                return Ended::NotConfigured(missing);
             }
             _ = reprobe.tick() => {
                 if probe.is_none() {
-                    probe = Probe::start(writer);
+                    probe = Some(Probe::start(writer, &probe_keys));
+                }
+            }
+            _ = topology.tick(), if slot_map.is_some() => {
+                // Slots that moved, or a new primary, may carry events
+                // this subscription never saw: a gap, then subscribe anew.
+                let mut reader = writer.clone();
+                if let Ok(Ok(Some(now))) = tokio::time::timeout(config.timeout, reader.slot_map()).await
+                    && Some(&now) != slot_map.as_ref()
+                {
+                    return Ended::Lost("the cluster's slot map changed".into());
                 }
             }
         }
@@ -430,65 +548,93 @@ fn change_of(msg: &Msg) -> Option<Change> {
     })
 }
 
-/// A probe in flight: writes to [`WATCH_PROBE_KEY`] that must come back
-/// as `set`, `expire` and `expired` events.
+/// A probe in flight: writes to [`WATCH_PROBE_KEY`] (cluster: one key
+/// per primary, by hash tag) that must come back as `set`, `expire` and
+/// `expired` events from every node.
 ///
 /// It uses only commands the service's ACL user already has (`SET`,
 /// `PTTL`) and no `CONFIG GET`, which a least-privilege user lacks; and it
 /// proves what matters, that the events arrive, not what a setting says.
 struct Probe {
-    seen: u8,
+    /// `__keyspace@0__:<key>` of each node's probe key.
+    channels: Vec<String>,
+    /// The events seen per node, as bits.
+    seen: Vec<u8>,
     deadline: Instant,
     _writes: TaskGuard,
 }
 
 impl Probe {
-    fn start(writer: &RedisConn) -> Option<Self> {
+    fn start(writer: &RedisConn, keys: &[String]) -> Self {
         let mut writer = writer.clone();
+        let owned = keys.to_vec();
         let writes = tokio::spawn(async move {
             // `set` ($) and `expire` (g) at once; `expired` (x) once it has
             // expired and a read finds it gone (Redis expires lazily on access).
-            let set: Result<(), _> = redis::cmd("SET")
-                .arg(WATCH_PROBE_KEY)
-                .arg("")
-                .arg("PX")
-                .arg(1)
-                .query_async(&mut writer)
-                .await;
-            if set.is_err() {
-                return;
-            }
-            let deadline = Instant::now() + PROBE_TIMEOUT;
-            while Instant::now() < deadline {
-                // Polling Redis, not synchronising on time: the key's 1 ms
-                // is up once PTTL says it is gone.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                let pttl: Result<i64, _> = redis::cmd("PTTL")
-                    .arg(WATCH_PROBE_KEY)
+            for key in &owned {
+                let set: Result<(), _> = redis::cmd("SET")
+                    .arg(key)
+                    .arg("")
+                    .arg("PX")
+                    .arg(1)
                     .query_async(&mut writer)
                     .await;
-                if matches!(pttl, Ok(-2) | Err(_)) {
+                if set.is_err() {
                     return;
                 }
             }
+            let deadline = Instant::now() + PROBE_TIMEOUT;
+            let mut left = owned;
+            while !left.is_empty() && Instant::now() < deadline {
+                // Polling Redis, not synchronising on time: a key's 1 ms
+                // is up once PTTL says it is gone.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let mut still = Vec::new();
+                for key in left {
+                    let pttl: Result<i64, _> =
+                        redis::cmd("PTTL").arg(&key).query_async(&mut writer).await;
+                    if !matches!(pttl, Ok(-2) | Err(_)) {
+                        still.push(key);
+                    }
+                }
+                left = still;
+            }
         });
-        Some(Self {
-            seen: 0,
+        Self {
+            channels: keys
+                .iter()
+                .map(|key| format!("__keyspace@0__:{key}"))
+                .collect(),
+            seen: vec![0; keys.len()],
             deadline: Instant::now() + PROBE_TIMEOUT,
             _writes: TaskGuard(writes.abort_handle()),
-        })
+        }
     }
 
     fn saw(&mut self, msg: &Msg) {
-        if msg.get_channel_name() != format!("__keyspace@0__:{WATCH_PROBE_KEY}") {
+        let Some(node) = self
+            .channels
+            .iter()
+            .position(|channel| channel == msg.get_channel_name())
+        else {
             return;
-        }
-        self.seen |= match msg.get_payload_bytes() {
+        };
+        self.seen[node] |= match msg.get_payload_bytes() {
             b"set" => SEEN_SET,
             b"expire" => SEEN_EXPIRE,
             b"expired" => SEEN_EXPIRED,
             _ => 0,
         };
+    }
+
+    fn complete(&self) -> bool {
+        self.seen.iter().all(|seen| *seen == SEEN_ALL)
+    }
+
+    /// The classes missing on some node.
+    fn missing(&self) -> String {
+        let least = self.seen.iter().fold(SEEN_ALL, |all, seen| all & seen);
+        missing_classes(least)
     }
 }
 
@@ -518,6 +664,21 @@ mod tests {
         assert_eq!(missing_classes(SEEN_SET | SEEN_EXPIRE), "x");
         assert_eq!(missing_classes(SEEN_EXPIRED), "$g");
         assert_eq!(missing_classes(SEEN_ALL), "");
+    }
+
+    #[test]
+    fn probe_keys_land_in_the_primary_s_slots() {
+        // Known slots from the Redis Cluster specification's CRC16.
+        assert_eq!(key_slot(b"123456789"), 0x31C3);
+        let key = probe_key_within(&[(10_000, 10_100)]);
+        let tag = key
+            .trim_start_matches(WATCH_PROBE_KEY)
+            .trim_matches(['{', '}']);
+        assert!(
+            (10_000..=10_100).contains(&key_slot(tag.as_bytes())),
+            "{key}"
+        );
+        assert!(key.starts_with("user:#"), "no valid id can name it: {key}");
     }
 
     #[tokio::test]

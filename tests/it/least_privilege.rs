@@ -203,6 +203,20 @@ async fn cluster_service_user_may_use_user_keys_and_nothing_else() {
         client.create_user(user(&id)).await.expect("create");
         client.get_user(get_request(&id)).await.expect("get");
     }
+    // A watch: PSUBSCRIBE on every primary, the probe on each (by hash tag).
+    let mut watch = client
+        .watch_users(WatchUsersRequest {
+            id_prefix: "least".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch
+        .message()
+        .await
+        .expect("SUBSCRIBED")
+        .expect("a message");
+    drop(watch);
     drop(service);
 
     // Assert: on every node, primary or replica.

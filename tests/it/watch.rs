@@ -1,7 +1,8 @@
 //! WatchUsers against a real Redis server: every kind of change, whoever
 //! makes it, prefix filtering, the limits (too many streams, a stalled
 //! reader), honesty about gaps (subscription dropped, shutdown) and a Redis
-//! without keyspace notifications. Cluster mode answers UNIMPLEMENTED for now.
+//! without keyspace notifications; in cluster mode, events from every
+//! primary and a killed primary's gap.
 
 use std::time::Duration;
 
@@ -14,7 +15,8 @@ use user_service::pb::user::v1::{
 };
 
 use crate::support::{
-    App, RedisServer, Service, ServiceEnv, Tweak, eventually, eventually_ok, user,
+    App, RedisCluster, RedisServer, Service, ServiceEnv, Tweak, eventually, eventually_ok,
+    slots::CLUSTER_LOCK, user,
 };
 
 /// Longest any expected event may take (a 1 s expiry included).
@@ -339,4 +341,77 @@ async fn sigterm_ends_open_streams_with_unavailable_and_exits_zero() {
         .await
         .expect("the service exits");
     assert!(exit.success(), "{exit:?}\n{}", service.logs());
+}
+
+#[tokio::test]
+async fn cluster_changes_on_every_primary_arrive() {
+    // Arrange
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let cluster = RedisCluster::start();
+    let app = App::start(ServiceEnv::cluster(&cluster)).await;
+    let mut client = app.client();
+    let mut watch = open_watch(&mut client, "c-").await;
+    let ids: Vec<String> = (0..30).map(|i| format!("c-{i}")).collect();
+
+    // Act
+    for id in &ids {
+        client.create_user(user(id)).await.unwrap();
+    }
+
+    // Assert: every create, whichever primary holds it (each key's events
+    // come from one node in order; keys on different nodes may interleave).
+    cluster.assert_users_on_every_primary();
+    let mut seen = Vec::new();
+    while seen.len() < ids.len() * 2 {
+        seen.push(next_event(&mut watch).await);
+    }
+    for id in &ids {
+        let of_id: Vec<Kind> = seen
+            .iter()
+            .filter(|(_, got)| got == id)
+            .map(|(kind, _)| *kind)
+            .collect();
+        assert_eq!(of_id, [Kind::Put, Kind::ExpiryChanged], "{id}");
+    }
+}
+
+#[tokio::test]
+async fn cluster_primary_killed_ends_streams_with_unavailable_and_a_new_watch_works() {
+    // Arrange
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let mut cluster = RedisCluster::start();
+    let app = App::start(ServiceEnv::cluster(&cluster)).await;
+    let mut client = app.client();
+    let mut watch = open_watch(&mut client, "").await;
+    let victim = cluster.primary_for("user:k-after").port();
+
+    // Act
+    let killed_at = std::time::Instant::now();
+    cluster.kill(victim);
+
+    // Assert: the stream ends (the node's subscription dropped), then after
+    // the replica takes over a new watch sees writes to the moved slots.
+    let status = end_of(&mut watch).await;
+    let ended_after = killed_at.elapsed();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let mut again = eventually_watch(&mut client, "k-").await;
+    let resubscribed_after = killed_at.elapsed();
+    eventually(
+        Duration::from_secs(30),
+        "a create after the failover",
+        || {
+            let mut client = client.clone();
+            async move { client.create_user(user("k-after")).await.is_ok() }
+        },
+    )
+    .await;
+    assert_eq!(
+        next_event(&mut again).await,
+        (Kind::Put, "k-after".to_owned())
+    );
+    println!(
+        "WATCH-FAILOVER stream_ended_after={ended_after:?} new_watch_after={resubscribed_after:?} status={:?} message={:?}",
+        status.code(),
+        status.message()
+    );
 }
