@@ -34,9 +34,10 @@ lint: deps
 	promtool check rules deploy/prometheus/alerts.yaml
 	shellcheck scripts/*.sh .ci/run clients/python/generate.sh $(wildcard deploy/*.sh deploy/*/*.sh)
 
-# Service vs redis-benchmark at 1, 32 and 128 callers, plus cluster rows (see bench/RESULTS.md).
+# Service vs redis-benchmark at 1, 32 and 128 callers, plus cluster rows, then the WatchUsers rows (see bench/RESULTS.md).
 # Needs only the service's own tools, not the clients' (their venv takes a minute).
 bench:
 	@scripts/install-deps.sh
 	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 	python3 bench/bench.py
+	bench/watch.sh

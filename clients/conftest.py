@@ -79,7 +79,9 @@ class RedisServer:
         _LOGS.append(self.log)
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir), "--logfile", str(self.log)],
+             "--appendonly", "no", "--dir", str(workdir), "--logfile", str(self.log),
+             # The keyspace events WatchUsers needs, as deploy/ sets them.
+             "--notify-keyspace-events", "Kg$xe"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
         self._wait_for_pong()

@@ -102,7 +102,8 @@ pub async fn run(
         config.ttl,
         config.redis.timeout,
         config.max_concurrent_calls,
-    );
+    )
+    .with_max_watch_streams(config.watch_max_streams);
     let user_service = InterceptedService::new(
         UserServiceServer::new(api)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -163,6 +164,9 @@ pub async fn run(
                 Some(ended) => ended,
                 None => {
                     tracing::info!(grace = ?config.shutdown_grace, "drain over: no new connections, GOAWAY sent, finishing in-flight calls");
+                    // Watch streams never finish by themselves: end them now
+                    // (UNAVAILABLE) rather than let them hold the grace period.
+                    store.stop_watches();
                     let _ = stop_tx.send(());
                     match tokio::time::timeout(config.shutdown_grace, &mut server).await {
                         Ok(result) => result.map_err(AppError::from),

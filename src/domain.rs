@@ -382,6 +382,17 @@ pub fn parse_batch_ids(ids: &[String]) -> Result<Vec<UserId>, ValidationError> {
     Ok(parsed)
 }
 
+/// Validates a WatchUsers `id_prefix`: empty (every user) or the start of
+/// a valid id, so that a prefix which no id can match is told, not watched forever.
+pub fn parse_id_prefix(prefix: &str) -> Result<String, ValidationError> {
+    let mut violations = Violations::default();
+    if !prefix.is_empty() {
+        violations.check("id_prefix", UserId::parse(prefix));
+    }
+    violations.finish()?;
+    Ok(prefix.to_owned())
+}
+
 /// Checks a user read back from storage by CreateUser's rules for `id`,
 /// `name` and `email` (a value another program wrote may break them).
 pub fn check_user_fields(id: &str, name: &str, email: &str) -> Result<(), ValidationError> {
@@ -395,6 +406,15 @@ pub fn check_user_fields(id: &str, name: &str, email: &str) -> Result<(), Valida
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_prefix_is_empty_or_the_start_of_a_valid_id() {
+        assert_eq!(parse_id_prefix("").unwrap(), "");
+        assert_eq!(parse_id_prefix("team-a.").unwrap(), "team-a.");
+        let err = parse_id_prefix("user:*").unwrap_err();
+        assert_eq!(err.violations[0].field, "id_prefix");
+        assert!(parse_id_prefix(&"a".repeat(MAX_ID_CHARS + 1)).is_err());
+    }
 
     const POLICY: TtlPolicy = TtlPolicy {
         default_seconds: 60,

@@ -10,7 +10,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     domain::ValidationError,
-    store::{FailureClass, FailureKind, StoreError},
+    store::{FailureClass, FailureKind, StoreError, WatchEnd, WatchError},
 };
 
 /// The `google.rpc.ErrorInfo` domain of every error this service answers.
@@ -48,6 +48,15 @@ pub enum ServiceError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// More WatchUsers streams than WATCH_MAX_STREAMS.
+    #[error("too many WatchUsers streams (WATCH_MAX_STREAMS)")]
+    TooManyWatches,
+    /// A WatchUsers stream could not start.
+    #[error(transparent)]
+    WatchRefused(#[from] WatchError),
+    /// A WatchUsers stream ended.
+    #[error(transparent)]
+    WatchEnded(#[from] WatchEnd),
 }
 
 impl ServiceError {
@@ -73,7 +82,13 @@ impl ServiceError {
             | Self::NotFound
             | Self::Aborted
             | Self::DeadlineExceeded => None,
-            Self::Overloaded | Self::RedisTimeout => Some(tracing::Level::WARN),
+            Self::Overloaded | Self::RedisTimeout | Self::TooManyWatches => {
+                Some(tracing::Level::WARN)
+            }
+            Self::WatchRefused(WatchError::NotConfigured { .. }) => Some(tracing::Level::ERROR),
+            Self::WatchRefused(_) => Some(tracing::Level::WARN),
+            Self::WatchEnded(WatchEnd::Gap) => Some(tracing::Level::WARN),
+            Self::WatchEnded(_) => None,
             Self::Store(err) => Some(match err.kind() {
                 FailureKind::NoPerm
                 | FailureKind::Auth
@@ -110,6 +125,14 @@ impl ServiceError {
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::RedisTimeout => FailureKind::Timeout.reason(),
             Self::Store(err) => err.kind().reason(),
+            Self::TooManyWatches => "TOO_MANY_WATCH_STREAMS",
+            Self::WatchRefused(WatchError::NotConfigured { .. }) => "KEYSPACE_EVENTS_DISABLED",
+            Self::WatchRefused(WatchError::NotSubscribed) => "WATCH_NOT_SUBSCRIBED",
+            Self::WatchRefused(WatchError::Stopped) | Self::WatchEnded(WatchEnd::Shutdown) => {
+                "SHUTTING_DOWN"
+            }
+            Self::WatchEnded(WatchEnd::Gap) => "WATCH_INTERRUPTED",
+            Self::WatchEnded(WatchEnd::Lagged) => "WATCHER_TOO_SLOW",
         }
     }
 }
@@ -186,6 +209,21 @@ impl From<ServiceError> for Status {
                 "Redis did not answer in time, retry later".into(),
             ),
             ServiceError::Store(store) => store_status(store),
+            ServiceError::TooManyWatches => (Code::ResourceExhausted, err.to_string()),
+            ServiceError::WatchRefused(refused) => (
+                match refused {
+                    WatchError::NotConfigured { .. } => Code::FailedPrecondition,
+                    WatchError::NotSubscribed | WatchError::Stopped => Code::Unavailable,
+                },
+                refused.to_string(),
+            ),
+            ServiceError::WatchEnded(end) => (
+                match end {
+                    WatchEnd::Gap | WatchEnd::Shutdown => Code::Unavailable,
+                    WatchEnd::Lagged => Code::ResourceExhausted,
+                },
+                format!("{end}; watch again (and re-read what you need)"),
+            ),
         };
         if matches!(code, Code::Unavailable | Code::ResourceExhausted) {
             details.set_retry_info(Some(RETRY_DELAY));

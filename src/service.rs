@@ -18,11 +18,20 @@ use crate::{
     pb::user::v1::{
         BatchGetUsersRequest, BatchGetUsersResponse, CreateUserRequest, CreateUserResponse,
         DeleteUserRequest, DeleteUserResponse, GetUserRequest, GetUserResponse, RefreshUserRequest,
-        RefreshUserResponse, UpdateUserRequest, UpdateUserResponse, User,
+        RefreshUserResponse, UpdateUserRequest, UpdateUserResponse, User, WatchUsersRequest,
         user_service_server::UserService,
     },
     store::{Change, CreateOutcome, StoredUser, UserStore},
+    watch::WatchStream,
 };
+
+/// Longest a WatchUsers call waits for the keyspace subscription to be
+/// active (the first watch starts it and probes Redis's notifications),
+/// unless the caller's deadline is sooner.
+const WATCH_START_WAIT: Duration = Duration::from_secs(5);
+
+/// Default of WATCH_MAX_STREAMS.
+pub const DEFAULT_MAX_WATCH_STREAMS: usize = 1000;
 
 /// Time kept back from the caller's deadline so our answer reaches it before
 /// its own timer fires (tonic clients then report CANCELLED, not
@@ -44,6 +53,8 @@ pub struct UserApi {
     // A semaphore rather than a server-wide tower limit so that health and
     // reflection still answer while UserService is saturated.
     slots: Arc<Semaphore>,
+    /// Open WatchUsers streams (WATCH_MAX_STREAMS).
+    watch_slots: Arc<Semaphore>,
 }
 
 /// When a request reached the service, stamped by [`stamp_arrival`].
@@ -141,7 +152,14 @@ impl UserApi {
             ttl,
             redis_timeout,
             slots: Arc::new(Semaphore::new(max_concurrent)),
+            watch_slots: Arc::new(Semaphore::new(DEFAULT_MAX_WATCH_STREAMS)),
         }
+    }
+
+    /// Allows at most `max` WatchUsers streams open at once.
+    pub fn with_max_watch_streams(mut self, max: usize) -> Self {
+        self.watch_slots = Arc::new(Semaphore::new(max));
+        self
     }
 
     /// Runs one call: admission, a span with method, user id, status and
@@ -195,6 +213,30 @@ async fn admit(slots: &Semaphore, until: Instant) -> Option<SemaphorePermit<'_>>
 
 #[tonic::async_trait]
 impl UserService for UserApi {
+    type WatchUsersStream = WatchStream;
+
+    async fn watch_users(
+        &self,
+        request: Request<WatchUsersRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let budget = Budget::for_request(&request, self.redis_timeout);
+        let wait = if budget.set_by_caller {
+            budget.until.saturating_duration_since(Instant::now())
+        } else {
+            WATCH_START_WAIT
+        };
+        let req = request.into_inner();
+        self.call("WatchUsers", &req.id_prefix, budget, async {
+            let prefix = domain::parse_id_prefix(&req.id_prefix)?;
+            let slot = Arc::clone(&self.watch_slots)
+                .try_acquire_owned()
+                .map_err(|_| ServiceError::TooManyWatches)?;
+            let watch = self.store.watch(wait).await?;
+            Ok(WatchStream::new(prefix, watch, slot))
+        })
+        .await
+    }
+
     async fn create_user(
         &self,
         request: Request<CreateUserRequest>,

@@ -27,7 +27,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import grpc
 from google.rpc import error_details_pb2
@@ -55,6 +55,7 @@ __all__ = [
     "User",
     "UserClient",
     "UserServiceError",
+    "WatchEvent",
 ]
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -97,6 +98,17 @@ class StoredUser:
     # Opaque version of the stored user; pass it to update_user/delete_user
     # to change only this version.
     etag: str = ""
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One message of a watch: `kind` is "SUBSCRIBED" (first, no id), "PUT",
+    "DELETED", "EXPIRED" or "EXPIRY_CHANGED"; `event_time` is when the
+    service received it from Redis."""
+
+    kind: str
+    id: str
+    event_time: Optional[dt.datetime]
 
 
 @dataclass(frozen=True)
@@ -343,6 +355,29 @@ class UserClient:
         except grpc.RpcError as err:
             raise _error_from(err) from None
         return [_stored(found) for found in response.users], list(response.missing_ids)
+
+    def watch(self, id_prefix: str = "", *, timeout: Optional[float] = None) -> Iterator[WatchEvent]:
+        """Yields the changes to users whose id starts with `id_prefix`, after a
+        first "SUBSCRIBED" event, until the stream ends.
+
+        A watch has no default deadline (it runs until the caller stops
+        iterating); `timeout` sets one. The stream never goes on past a gap:
+        it ends by raising UnavailableError (events may have been missed: watch
+        again), UserServiceError with RESOURCE_EXHAUSTED (too slow, or too many
+        watches) or FAILED_PRECONDITION (Redis publishes no keyspace events).
+        """
+        call = self._users.WatchUsers(user_pb2.WatchUsersRequest(id_prefix=id_prefix), timeout=timeout)
+        try:
+            for message in call:
+                yield WatchEvent(
+                    kind=user_pb2.WatchUsersResponse.Kind.Name(message.kind),
+                    id=message.id,
+                    event_time=_time(message, "event_time"),
+                )
+        except grpc.RpcError as err:
+            raise _error_from(err) from None
+        finally:
+            call.cancel()
 
     def health(self, service: str = "", *, timeout: Optional[float] = None) -> str:
         """The serving status ("SERVING", "NOT_SERVING", ...) of `service`

@@ -93,6 +93,9 @@ serve() {
         echo "port 6379"
         echo "dir /data"
         echo "appendonly yes"
+        # Keyspace events WatchUsers streams: K keyspace channel, g del/expire,
+        # $ string writes, x expiries, e evictions (single quotes: no $ expansion).
+        echo 'notify-keyspace-events Kg$xe'
         echo "aclfile $acl"
         if [ -n "$replicaof" ]; then
             read_secret "$(secret_file "$masteruser")"

@@ -140,6 +140,9 @@ pub struct ServeArgs {
     // and beyond it p99 only grows (x2 at 64, x5 at 128) while OK/s falls.
     #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value = "32")]
     pub max_concurrent_calls: String,
+    /// WatchUsers streams open at once; one more gets RESOURCE_EXHAUSTED.
+    #[arg(long, env = "WATCH_MAX_STREAMS", default_value = "1000")]
+    pub watch_max_streams: String,
     /// Threads serving calls. 1: one event loop, fastest per call on a small
     /// machine (measured in bench/RESULTS.md); more: a work-stealing pool.
     #[arg(long, env = "WORKER_THREADS", default_value = "1")]

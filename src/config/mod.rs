@@ -137,6 +137,8 @@ pub struct Config {
     pub log_filter: String,
     /// UserService calls served at once.
     pub max_concurrent_calls: usize,
+    /// WatchUsers streams open at once.
+    pub watch_max_streams: usize,
     /// Threads of the runtime that serves calls (1: a single event loop).
     pub worker_threads: usize,
     /// Time after a stop request during which health says NOT_SERVING but
@@ -274,6 +276,8 @@ impl Config {
         );
         let max_concurrent_calls =
             problems.number("MAX_CONCURRENT_CALLS", &args.max_concurrent_calls, 1usize);
+        let watch_max_streams =
+            problems.number("WATCH_MAX_STREAMS", &args.watch_max_streams, 1usize);
         let worker_threads = problems.number("WORKER_THREADS", &args.worker_threads, 1usize);
         let drain = problems.number("SHUTDOWN_DRAIN_SECONDS", &args.shutdown_drain_seconds, 0u64);
         let grace = problems.number("SHUTDOWN_GRACE_SECONDS", &args.shutdown_grace_seconds, 0u64);
@@ -317,6 +321,7 @@ impl Config {
                 log_format: log_format?,
                 log_filter: args.log_filter.clone(),
                 max_concurrent_calls: max_concurrent_calls?,
+                watch_max_streams: watch_max_streams?,
                 worker_threads: worker_threads?,
                 shutdown_drain: Duration::from_secs(drain?),
                 shutdown_grace: Duration::from_secs(grace?),

@@ -297,7 +297,7 @@ fn certificates(tls: &RedisTls) -> TlsCertificates {
 }
 
 /// A client for one server at `url`, with our credentials and TLS settings.
-fn client(url: &str, config: &RedisConfig) -> Result<Client, ConnectError> {
+pub(super) fn client(url: &str, config: &RedisConfig) -> Result<Client, ConnectError> {
     let info = url.into_connection_info().map_err(ConnectError::Config)?;
     // The library name would be sent with CLIENT SETINFO, a 7.2+ command that
     // a least-privilege ACL user loadable on 7.0 cannot be granted.

@@ -11,6 +11,7 @@ mod lifecycle;
 mod node;
 mod scripts;
 mod span;
+mod subscriptions;
 mod supervise;
 mod topology;
 mod value;
@@ -32,6 +33,10 @@ pub use conn::ConnectError;
 use conn::{RedisConn, SlotMap};
 pub use failure::{FailureClass, FailureKind};
 pub use lifecycle::Change;
+use subscriptions::Subscriptions;
+pub use subscriptions::{
+    Change as UserChange, ChangeKind, NEEDED_CLASSES, WATCH_PROBE_KEY, Watch, WatchEnd, WatchError,
+};
 pub use value::{Corruption, MAX_VALUE_BYTES};
 
 /// The key the readiness check writes to (`SET ... XX`, so it never
@@ -180,14 +185,20 @@ struct Shared {
     /// The cluster's slot map as last read by the monitor (empty until then
     /// and in standalone mode), for grouping a batch's keys by node.
     slots: RwLock<Arc<SlotMap>>,
+    /// The keyspace subscription behind WatchUsers, started by the first watch.
+    subscriptions: Arc<Subscriptions>,
+    /// How to reach Redis, for the subscription's own connection.
+    config: RedisConfig,
 }
 
 /// Aborts the background tasks when the last handle to the store goes.
-struct Tasks(AbortHandle);
+struct Tasks(AbortHandle, Arc<Subscriptions>);
 
 impl Drop for Tasks {
     fn drop(&mut self) {
         self.0.abort();
+        // The subscription task holds its own `Arc`, so it ends here, not by dropping.
+        self.1.stop();
     }
 }
 
@@ -210,13 +221,16 @@ impl UserStore {
             ready: watch::Sender::new(false),
             fatal: watch::Sender::new(None),
             slots: RwLock::default(),
+            subscriptions: Arc::new(Subscriptions::new()),
+            config: config.clone(),
         });
         // The task holds `Shared`, not a `UserStore`, so that dropping the
         // last store handle ends it.
         let task = tokio::spawn(supervise::run(config, Arc::clone(&shared)));
+        let subscriptions = Arc::clone(&shared.subscriptions);
         Self {
             shared,
-            tasks: Arc::new(Tasks(task.abort_handle())),
+            tasks: Arc::new(Tasks(task.abort_handle(), subscriptions)),
         }
     }
 
@@ -242,10 +256,27 @@ impl UserStore {
         }
     }
 
-    /// Stops the background tasks (connecting, readiness, topology watch).
-    /// Calls keep working on connections already made.
+    /// Stops the background tasks (connecting, readiness, topology watch,
+    /// the keyspace subscription: open watches end). Calls keep working on
+    /// connections already made.
     pub fn stop_background(&self) {
         self.tasks.0.abort();
+        self.shared.subscriptions.stop();
+    }
+
+    /// Starts a watch of every user change, waiting up to `wait` for the
+    /// keyspace subscription to be active (the first watch starts it).
+    pub async fn watch(&self, wait: Duration) -> Result<Watch, WatchError> {
+        let links = self.links().map_err(|_| WatchError::NotSubscribed)?;
+        self.shared
+            .subscriptions
+            .watch(&self.shared.config, &links.writer, wait)
+            .await
+    }
+
+    /// Ends every open watch ([`WatchEnd::Shutdown`]) and refuses new ones.
+    pub fn stop_watches(&self) {
+        self.shared.subscriptions.stop();
     }
 
     fn links(&self) -> Result<&Links, StoreError> {

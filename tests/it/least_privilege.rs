@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 
+use user_service::pb::user::v1::WatchUsersRequest;
 use user_service::pb::user::v1::{
     BatchGetUsersRequest, DeleteUserRequest, RefreshUserRequest, UpdateUserRequest, User,
     user_service_client::UserServiceClient,
@@ -220,6 +221,22 @@ async fn standalone_service_user_may_use_user_keys_and_nothing_else() {
 
     // Act: what the service does, then what it must not.
     every_rpc(&mut client, "least").await;
+    client.create_user(user("least")).await.expect("create");
+    client.get_user(get_request("least")).await.expect("get");
+    // A watch: PSUBSCRIBE on the one granted channel pattern, the event
+    // probe (SET/PTTL of user:#watch-probe), PING on the subscription.
+    let mut watch = client
+        .watch_users(WatchUsersRequest {
+            id_prefix: "least".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch
+        .message()
+        .await
+        .expect("SUBSCRIBED")
+        .expect("a message");
 
     // Assert: the service ran into no refusal and no error reply (a 7.0
     // server answers a command it does not know, CLIENT SETINFO say, with
@@ -245,6 +262,20 @@ async fn cluster_service_user_may_use_user_keys_and_nothing_else() {
     for i in 0..10 {
         every_rpc(&mut client, &format!("least-{i}")).await;
     }
+    // A watch: PSUBSCRIBE on every primary, the probe on each (by hash tag).
+    let mut watch = client
+        .watch_users(WatchUsersRequest {
+            id_prefix: "least".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch
+        .message()
+        .await
+        .expect("SUBSCRIBED")
+        .expect("a message");
+    drop(watch);
     drop(service);
 
     // Assert: on every node, primary or replica.

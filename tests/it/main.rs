@@ -31,3 +31,4 @@ mod tls_grpc;
 mod tls_redis;
 mod traces;
 mod validation;
+mod watch;

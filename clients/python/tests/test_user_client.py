@@ -22,6 +22,7 @@ from user_client import (
     UnavailableError,
     User,
     UserClient,
+    UserServiceError,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example.py"
@@ -231,3 +232,33 @@ def test_batch_get_answers_in_order_with_missing_ids_and_names_a_bad_one(client:
     assert missing == [absent]
     assert all(len(stored.etag) == 40 for stored in found)
     assert bad.value.fields == ["ids[3]"]
+def test_watch_yields_subscribed_then_each_change_to_matching_ids(client: UserClient) -> None:
+    prefix = new_id("watch")
+    events = client.watch(prefix + "-", timeout=30)
+    assert next(events).kind == "SUBSCRIBED"
+
+    client.create_user(new_id("elsewhere"), "Other", "other@example.com")
+    client.create_user(prefix + "-ada", "Ada", "ada@example.com", ttl_seconds=1)
+
+    seen = [(e.kind, e.id) for e in (next(events), next(events), next(events))]
+    assert seen == [
+        ("PUT", prefix + "-ada"),
+        ("EXPIRY_CHANGED", prefix + "-ada"),
+        ("EXPIRED", prefix + "-ada"),
+    ]
+    events.close()
+
+
+def test_watch_with_a_bad_prefix_raises_invalid_argument(client: UserClient) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        next(client.watch("user:*"))
+    assert raised.value.fields == ["id_prefix"]
+
+
+def test_watch_ends_with_an_error_not_silently(client: UserClient) -> None:
+    # A deadline is the simplest end to provoke; the stream raises, it does not just stop.
+    events = client.watch(new_id("quiet"), timeout=1)
+    assert next(events).kind == "SUBSCRIBED"
+    with pytest.raises(UserServiceError) as raised:
+        next(events)
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED

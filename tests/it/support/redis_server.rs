@@ -46,6 +46,7 @@ pub struct RedisServerBuilder {
     cluster_node: bool,
     data_dir: Option<PathBuf>,
     tls: Option<ServerTls>,
+    keyspace_events: Option<String>,
 }
 
 impl RedisServerBuilder {
@@ -53,6 +54,13 @@ impl RedisServerBuilder {
     /// back where a service expects it).
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
+        self
+    }
+
+    /// Publish these keyspace event classes instead of the deployed `Kg$xe`
+    /// (`""`: none), to test a Redis that lacks them.
+    pub fn keyspace_events(mut self, classes: &str) -> Self {
+        self.keyspace_events = Some(classes.to_owned());
         self
     }
 
@@ -129,6 +137,11 @@ impl RedisServerBuilder {
             // A primary waits 5 s (the default) for more replicas before a
             // diskless full sync; every replica and cluster test paid it.
             .args(["--repl-diskless-sync-delay", "0"])
+            // The keyspace events WatchUsers needs, as every deploy/ topology sets them.
+            .args([
+                "--notify-keyspace-events",
+                self.keyspace_events.as_deref().unwrap_or("Kg$xe"),
+            ])
             .arg("--dir")
             .arg(dir.path())
             .arg("--logfile")
