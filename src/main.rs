@@ -13,11 +13,6 @@ use user_service::{
     probe, signal, telemetry, tls,
 };
 
-/// mimalloc instead of glibc's malloc: malloc/free were a fifth of the
-/// instructions per call in the callgrind profile (bench/RESULTS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tls::install_crypto_provider();
