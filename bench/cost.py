@@ -105,7 +105,9 @@ class Measured:
         self.log = open(tmp / "service.log", "wb")
         self.p = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}",
-             "--dump-instr=no", "--collect-jumps=no", str(SERVICE)],
+             "--dump-instr=no", "--collect-jumps=no",
+             # Every dump names its functions in full, so each reads alone in callgrind_annotate.
+             "--compress-strings=no", str(SERVICE)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         wait_until("the service under callgrind to serve",
                    lambda: subprocess.run([str(SERVICE), "health", "--addr", self.addr],
