@@ -376,6 +376,7 @@ struct RawCalls {
     get: Uri,
     create: Uri,
     headers: HeaderMap,
+    deadline: Duration,
 }
 
 impl RawCalls {
@@ -396,21 +397,26 @@ impl RawCalls {
             get: uri("GetUser")?,
             create: uri("CreateUser")?,
             headers,
+            deadline,
         })
     }
 
     /// One unary call: headers, the body, then the status from the
-    /// trailers (or from the headers of a trailers-only answer). A transport
-    /// failure counts as UNAVAILABLE, as tonic reports it.
+    /// trailers (or from the headers of a trailers-only answer). Like the
+    /// tonic client it replaces, it stops waiting at the deadline (CANCELLED,
+    /// as tonic reports its own timer) and counts a transport failure as
+    /// UNAVAILABLE, so a frozen service cannot hang a run.
     async fn call(
         &self,
         sender: &mut h2::client::SendRequest<Bytes>,
         uri: &Uri,
         body: Bytes,
     ) -> Code {
-        self.try_call(sender, uri, body)
-            .await
-            .unwrap_or(Code::Unavailable)
+        match tokio::time::timeout(self.deadline, self.try_call(sender, uri, body)).await {
+            Ok(Ok(code)) => code,
+            Ok(Err(_)) => Code::Unavailable,
+            Err(_) => Code::Cancelled,
+        }
     }
 
     async fn try_call(
