@@ -1,5 +1,5 @@
 # Entry points a newcomer needs; README.md explains each.
-.PHONY: deps run test test-rust test-clients test-deploy lint bench
+.PHONY: deps run test test-rust test-clients test-deploy lint bench bench-cost
 
 # Installs protoc, redis-server/redis-cli, grpcurl, iptables, openssl, prometheus, shellcheck and the clients' toolchains when missing.
 deps:
@@ -41,3 +41,10 @@ bench:
 	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 	python3 bench/bench.py
 	bench/watch.sh
+
+# The cost gate: instructions per GetUser and CreateUser of the release service,
+# counted by callgrind (stable where wall-clock rates drift 2x), checked against
+# bench/baseline.json; fails when one grows more than 10% (see bench/RESULTS.md).
+bench-cost:
+	@scripts/install-deps.sh
+	python3 bench/cost.py --check

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine, skipping
 # what is already there: protoc (build), redis-server/redis-cli, grpcurl,
-# iptables, openssl and prometheus (tests), shellcheck (script lint). Safe to run again.
+# iptables, openssl and prometheus (tests), shellcheck (script lint),
+# valgrind and h2load (the cost gate, make bench-cost). Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -18,6 +19,9 @@ command -v iptables >/dev/null || need_apt+=(iptables)
 command -v openssl >/dev/null || need_apt+=(openssl)
 # The metrics test scrapes the service with a real Prometheus server.
 command -v prometheus >/dev/null || need_apt+=(prometheus)
+# The cost gate (make bench-cost) counts instructions with callgrind and drives calls with h2load.
+command -v valgrind >/dev/null || need_apt+=(valgrind)
+command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 
 if ((${#need_apt[@]})); then
     echo "install-deps: apt-get install ${need_apt[*]}"
@@ -33,7 +37,7 @@ if ! command -v grpcurl >/dev/null; then
     hash -r
 fi
 
-for tool in protoc redis-server redis-cli grpcurl shellcheck openssl prometheus; do
+for tool in protoc redis-server redis-cli grpcurl shellcheck openssl prometheus valgrind callgrind_control h2load; do
     command -v "$tool" >/dev/null || {
         echo "install-deps: $tool is still missing after installing; install it by hand" >&2
         exit 1

@@ -3,7 +3,7 @@
 //! readiness; and graceful shutdown. Connecting to Redis is the store's
 //! job. Tests and `main` both enter through [`run`].
 
-use std::{future::Future, time::Duration};
+use std::future::Future;
 
 use tokio::{
     net::TcpListener,
@@ -135,8 +135,10 @@ pub async fn run(
         // A server span per call, parented on the caller's traceparent.
         .layer(trace::TraceLayer)
         .layer(ListenerLayer::new(limits.request_body_timeout))
-        // Backstop only: handlers answer within their Redis budget long before this.
-        .timeout(config.redis.timeout + Duration::from_secs(30))
+        // No Server::timeout: every UserService call is bounded by its own
+        // budget (service.rs), health and reflection answer at once, and
+        // the server-wide timer cost a tokio Sleep per call for callers
+        // that send no grpc-timeout (bench/RESULTS.md).
         .add_service(user_service)
         .add_service(health_service)
         .add_service(reflection_v1)
