@@ -135,10 +135,13 @@ pub struct ServeArgs {
     #[arg(long, env = "REDIS_CONNECT_TIMEOUT_MS", default_value = "1000")]
     pub redis_connect_timeout_ms: String,
     /// UserService calls served at once; a call beyond it waits up to 100 ms for a slot, then gets RESOURCE_EXHAUSTED.
-    // 32: the knee measured by bench/knee.py on the 2-core machine (table in
-    // docs/metrics.md): throughput peaks at 32 calls in flight (~8k GetUser/s)
-    // and beyond it p99 only grows (x2 at 64, x5 at 128) while OK/s falls.
-    #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value = "32")]
+    // 64: the knee measured by bench/knee.py on the 2-core machine (tables in
+    // docs/metrics.md): throughput peaks at 32-64 calls in flight (two busy
+    // runs peaked at 32, the quiet run at 64 with 32 within 5%), and beyond it
+    // p99 only grows (x2 per doubling) while OK/s falls. The upper end of the
+    // knee, because a burst of 50 callers must not meet refusals when a slow
+    // moment stretches the 100 ms admission wait.
+    #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value = "64")]
     pub max_concurrent_calls: String,
     /// WatchUsers streams open at once; one more gets RESOURCE_EXHAUSTED.
     #[arg(long, env = "WATCH_MAX_STREAMS", default_value = "1000")]
