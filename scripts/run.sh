@@ -20,7 +20,7 @@ if [[ -z ${REDIS_URL:-} && -z ${REDIS_CLUSTER_NODES:-} ]]; then
         echo "run: using the Redis already answering on 127.0.0.1:6379"
     else
         echo "run: starting a local redis-server on 127.0.0.1:6379 (stopped when the service stops)"
-        redis-server --bind 127.0.0.1 --port 6379 --save "" --appendonly no --loglevel warning --notify-keyspace-events 'Kg$xe' &
+        redis-server --bind 127.0.0.1 --port 6379 --save "" --appendonly no --loglevel warning --notify-keyspace-events "Kg\$xe" &
         redis_pid=$!
         for _ in $(seq 50); do
             redis-cli -h 127.0.0.1 -p 6379 PING >/dev/null 2>&1 && break

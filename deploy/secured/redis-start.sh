@@ -94,8 +94,8 @@ serve() {
         echo "dir /data"
         echo "appendonly yes"
         # Keyspace events WatchUsers streams: K keyspace channel, g del/expire,
-        # $ string writes, x expiries, e evictions (single quotes: no $ expansion).
-        echo 'notify-keyspace-events Kg$xe'
+        # $ string writes, x expiries, e evictions (the \$ keeps the shell from expanding it).
+        echo "notify-keyspace-events Kg\$xe"
         echo "aclfile $acl"
         if [ -n "$replicaof" ]; then
             read_secret "$(secret_file "$masteruser")"
