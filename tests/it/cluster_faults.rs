@@ -13,7 +13,7 @@ use crate::support::{
     get_request,
     load::{CallRecord, Load, LoadSpec, between, now_us},
     metrics::{sample, scrape},
-    replication::replica_ports,
+    replication::online_replica,
     run_with_timeout,
     slots::{CLUSTER_LOCK, in_ranges, key_slot, slots_served_by},
     stored_value_of, user,
@@ -46,6 +46,15 @@ fn info(node: &RedisServer, section: &str) -> String {
     node.query(&["INFO", section])
 }
 
+/// A replication offset field of `INFO replication` (0 when absent).
+fn repl_offset(replication: &str, field: &str) -> u64 {
+    replication
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
 async fn cluster_primary_sigkill_under_load() {
     let _one_at_a_time = CLUSTER_LOCK.lock().await;
@@ -55,9 +64,7 @@ async fn cluster_primary_sigkill_under_load() {
     let env = ServiceEnv::cluster(&cluster).env("METRICS_ADDR", &metrics_addr.to_string());
     let service = Service::start(env).await;
     let victim = cluster.primaries()[0].port();
-    let heir = *replica_ports(cluster.node(victim))
-        .first()
-        .expect("the victim has an online replica");
+    let heir = online_replica(cluster.node(victim));
     let victim_slots = slots_served_by(cluster.node(heir), victim);
     assert!(!victim_slots.is_empty());
     let spec = LoadSpec::mix(Duration::from_secs(20), 200);
@@ -68,6 +75,19 @@ async fn cluster_primary_sigkill_under_load() {
     .await;
     let heir_info = info(cluster.node(heir), "replication");
     assert!(heir_info.contains("master_link_status:up"), "{heir_info}");
+    // The heir holds what the victim had written so far (the preloaded
+    // users above all): only writes in flight at the kill may be lost.
+    let written = repl_offset(
+        &info(cluster.node(victim), "replication"),
+        "master_repl_offset",
+    );
+    eventually(SOON, "the heir has caught up with the victim", || async {
+        repl_offset(
+            &info(cluster.node(heir), "replication"),
+            "slave_repl_offset",
+        ) >= written
+    })
+    .await;
 
     // Act
     let identity = cluster.kill_keeping_identity(victim);
@@ -223,9 +243,7 @@ async fn cluster_resharding_and_manual_failover_under_load_fail_no_call() {
     let resharded = now_us();
     cluster.wait_until_healthy();
     // Then a manual failover of the third shard, coordinated by its replica.
-    let replica = *replica_ports(cluster.node(failing_over))
-        .first()
-        .expect("the third primary has an online replica");
+    let replica = online_replica(cluster.node(failing_over));
     let failover_started = now_us();
     let _: String = cluster.node(replica).query(&["CLUSTER", "FAILOVER"]);
     eventually(SOON, "the replica takes over", || async {
@@ -377,9 +395,7 @@ async fn lagging_replica_then_primary_loss(write_replicas: u32) -> LossOutcome {
         ServiceEnv::cluster(&cluster).env("REDIS_WRITE_REPLICAS", &write_replicas.to_string());
     let service = App::start(env).await;
     let primary = cluster.primaries()[0].port();
-    let replica = *replica_ports(cluster.node(primary))
-        .first()
-        .expect("the primary has an online replica");
+    let replica = online_replica(cluster.node(primary));
     let primary_slots = slots_served_by(cluster.node(replica), primary);
     let prefix = format!("lag{write_replicas}");
     let load = Load::start(

@@ -48,6 +48,12 @@ impl RedisCluster {
         );
         let cluster = RedisCluster { nodes, tls };
         cluster.wait_until_healthy();
+        // A replica's link is up before its primary lists it as online (the
+        // initial sync still running): tests that WAIT for, partition or
+        // promote a replica need it online, so a new cluster starts so.
+        for primary in cluster.primaries() {
+            super::replication::online_replica(primary);
+        }
         cluster
     }
 

@@ -47,6 +47,21 @@ pub fn replica_ports(primary: &RedisServer) -> Vec<u16> {
         .collect()
 }
 
+/// The port of a replica that `primary` lists as online, waiting for one:
+/// a replica's link can be up before its primary lists it as online.
+pub fn online_replica(primary: &RedisServer) -> u16 {
+    super::eventually_ok_blocking(
+        std::time::Duration::from_secs(30),
+        "the primary lists an online replica",
+        || {
+            replica_ports(primary)
+                .first()
+                .copied()
+                .ok_or("no online replica yet")
+        },
+    )
+}
+
 /// `blocked_clients` of `INFO clients`: clients waiting in `WAIT` (or a
 /// blocking command) right now.
 pub fn blocked_clients(server: &RedisServer) -> u64 {
