@@ -32,6 +32,27 @@ pub fn wait_for_link(primary: &RedisServer, replica: &RedisServer) {
             && replica_ports(primary).contains(&replica.port());
         if linked { Ok(()) } else { Err(on_replica) }
     });
+    // Listed online is not yet acknowledging: wait until a write is
+    // acknowledged by WAIT, as the service's REDIS_WRITE_REPLICAS creates need.
+    eventually_ok_blocking(SYNC_TIMEOUT, "the replica acknowledges writes", || {
+        let mut connection = primary.connection().map_err(|err| err.to_string())?;
+        let (acked,): (u64,) = redis::pipe()
+            .cmd("SET")
+            .arg("fixture:replication-ack")
+            .arg("1")
+            .ignore()
+            .cmd("WAIT")
+            .arg(1)
+            .arg(200)
+            .query(&mut connection)
+            .map_err(|err| err.to_string())?;
+        if acked >= 1 {
+            Ok(())
+        } else {
+            Err(format!("WAIT acknowledged by {acked}"))
+        }
+    });
+    let _: u64 = primary.query(&["DEL", "fixture:replication-ack"]);
 }
 
 /// Ports of the replicas `primary` lists as online (`slaveN:...,state=online`).
